@@ -1,0 +1,1 @@
+"""pocketnn's inference engine: load a .pnn file and run it."""
