@@ -1,0 +1,191 @@
+"""`python -m compress run|train|prune|quantize|pack|samples`: Deep Compression, whole or by stage.
+
+Stages exchange plain .npz files (see compress/state.py) so a user can stop and inspect
+between them. Every stage prints accuracy on the test set; `run` prints a table per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+import formats
+from compress import pipeline, state, zoo
+from compress.config import DEFAULTS, CompressionConfig
+from compress.datasets import DatasetError, load_fashion_mnist
+from compress.trainer import Dense, TrainConfig, train
+from engine.errors import ModelError
+from engine.inputs import InputError
+
+DEFAULT_DATA = "/usr/share/datasets/fashion-mnist/"
+
+
+def _config(args) -> CompressionConfig:
+    cfg = copy.deepcopy(DEFAULTS[args.model])
+    names = list(cfg.densities)
+    if getattr(args, "densities", None):
+        values = _floats(args.densities, len(names), "--densities")
+        cfg.densities = dict(zip(names, values, strict=True))
+    if getattr(args, "bits", None):
+        values = [int(v) for v in _floats(args.bits, len(names), "--bits")]
+        cfg.bits = dict(zip(names, values, strict=True))
+    for stage in ("train", "retrain", "finetune"):
+        epochs = getattr(args, f"{stage}_epochs", None)
+        if epochs is not None:
+            getattr(cfg, stage).epochs = epochs
+    if getattr(args, "prune_steps", None):
+        cfg.prune_steps = args.prune_steps
+    return cfg
+
+
+def _floats(text: str, n: int, flag: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag}: expected {n} comma-separated numbers, got {text!r}") from None
+    if len(values) != n:
+        raise ValueError(f"{flag}: expected {n} values (one per weight layer), got {len(values)}")
+    return values
+
+
+def _data(args):
+    data = load_fashion_mnist(args.data)
+    if args.train_limit:
+        data.x_train, data.y_train = data.x_train[:args.train_limit], data.y_train[:args.train_limit]
+    if args.test_limit:
+        data.x_test, data.y_test = data.x_test[:args.test_limit], data.y_test[:args.test_limit]
+    return data
+
+
+def _params(args, graph):
+    if args.init:
+        return state.load(args.init, graph)
+    return {k: Dense(np.array(v, np.float32)) for k, v in graph.tensors.items()}
+
+
+def cmd_run(args) -> int:
+    graph = zoo.build(args.model, seed=args.seed)
+    data = _data(args)
+    params = state.load(args.init, graph) if args.init else None
+    rows = pipeline.run(graph, data, _config(args), args.out, params=params, seed=args.seed,
+                        progress=not args.quiet)
+    acc = pipeline.engine_accuracy(args.out, data.x_test, data.y_test)
+    print(f"engine accuracy of {args.out} on {len(data.y_test):,} test images: "
+          f"{100 * acc:.2f}% (float {100 * rows[0].accuracy:.2f}%, "
+          f"loss {100 * (rows[0].accuracy - acc):+.2f} points)")
+    return 0
+
+
+def cmd_train(args) -> int:
+    graph = zoo.build(args.model, seed=args.seed)
+    data = _data(args)
+    cfg = _config(args)
+    params = _params(args, graph)
+    train(graph, params, data.x_train, data.y_train,
+          TrainConfig(epochs=cfg.train.epochs, lr=args.lr or cfg.train.lr, seed=args.seed),
+          progress=not args.quiet)
+    state.save(args.out, params)
+    print(pipeline.format_table([pipeline._summary("float", graph, params, data)]))
+    return 0
+
+
+def cmd_prune(args) -> int:
+    graph = zoo.build(args.model, seed=args.seed)
+    data = _data(args)
+    params = pipeline.prune_stage(graph, _params(args, graph), data, _config(args),
+                                  seed=args.seed, progress=not args.quiet)
+    state.save(args.out, params)
+    print(pipeline.format_table([pipeline._summary("pruned", graph, params, data)]))
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    graph = zoo.build(args.model, seed=args.seed)
+    data = _data(args)
+    params = pipeline.quantize_stage(graph, _params(args, graph), data, _config(args),
+                                     seed=args.seed, progress=not args.quiet)
+    state.save(args.out, params)
+    print(pipeline.format_table([pipeline._summary("shared", graph, params, data)]))
+    return 0
+
+
+def cmd_pack(args) -> int:
+    graph = zoo.build(args.model, seed=args.seed)
+    params = _params(args, graph)
+    size = pipeline.packing.pack(graph, params, args.out)
+    total = sum(np.size(v) for v in graph.tensors.values())
+    print(f"wrote {args.out}: {size:,} bytes, {4 * total / size:.1f}x smaller than float32")
+    return 0
+
+
+def cmd_samples(args) -> int:
+    """The bundled demo inputs: the first N test images with their labels."""
+    data = load_fashion_mnist(args.data)
+    x, y = data.x_test[:args.count], data.y_test[:args.count].astype(np.uint8)
+    directory = os.path.dirname(os.path.abspath(args.out))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    with os.fdopen(fd, "wb") as f:
+        np.savez_compressed(f, x=x, y=y)
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}: {len(y)} images")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m compress", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, out_help, init=True):
+        sp.add_argument("--model", choices=sorted(DEFAULTS), required=True)
+        sp.add_argument("--data", default=DEFAULT_DATA,
+                        help=f"Fashion-MNIST IDX directory (default {DEFAULT_DATA})")
+        sp.add_argument("--out", required=True, help=out_help)
+        if init:
+            sp.add_argument("--init", help="start from these weights (.npz of a stage)")
+        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--train-limit", type=int, help="use only the first N training images")
+        sp.add_argument("--test-limit", type=int, help="use only the first N test images")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        sp.add_argument("--densities", help="fraction kept per weight layer, e.g. 0.5,0.06,...")
+        sp.add_argument("--bits", help="codebook bits per weight layer, e.g. 6,6,4,4")
+        sp.add_argument("--train-epochs", type=int)
+        sp.add_argument("--retrain-epochs", type=int, help="epochs per pruning step")
+        sp.add_argument("--finetune-epochs", type=int, help="centroid fine-tuning epochs")
+        sp.add_argument("--prune-steps", type=int)
+
+    common(sub.add_parser("run", help="the whole pipeline: train -> prune -> share -> .pnn"),
+           "the .pnn file to write")
+    t = sub.add_parser("train", help="train float weights")
+    common(t, "weights .npz to write")
+    t.add_argument("--lr", type=float)
+    common(sub.add_parser("prune", help="iterative magnitude pruning with retraining"),
+           "masked weights .npz to write")
+    common(sub.add_parser("quantize", help="k-means weight sharing + centroid fine-tuning"),
+           "shared weights .npz to write")
+    common(sub.add_parser("pack", help="Huffman-code weights into a .pnn"), ".pnn to write")
+    s = sub.add_parser("samples", help="write the demo's sample images (.npz)")
+    s.add_argument("--data", default=DEFAULT_DATA)
+    s.add_argument("--out", required=True)
+    s.add_argument("--count", type=int, default=100)
+    for name, fn in (("run", cmd_run), ("train", cmd_train), ("prune", cmd_prune),
+                     ("quantize", cmd_quantize), ("pack", cmd_pack), ("samples", cmd_samples)):
+        sub.choices[name].set_defaults(func=fn)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DatasetError, state.StateError, formats.FormatError, ModelError, InputError,
+            ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,44 @@
+"""Per-model compression settings and their sources.
+
+Densities and bit widths are per weight tensor. The defaults go below Deep Compression's
+published densities (LeNet-5 66/12/8/19%, LeNet-300-100 8/9/26%; 8-bit conv / 5-bit fc)
+because on Fashion-MNIST the reference run (shared/notes/compression-reference.md) kept
+accuracy within 0.5 point at half those densities with 6-bit conv / 4-bit fc codebooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StageConfig:
+    epochs: int
+    lr: float
+
+
+@dataclass
+class CompressionConfig:
+    densities: dict[str, float]          # weight tensor -> fraction kept
+    bits: dict[str, int]                 # weight tensor -> codebook index width
+    train: StageConfig                   # float training from scratch
+    prune_steps: int = 4                 # geometric schedule, as the reference run
+    retrain: StageConfig = field(default_factory=lambda: StageConfig(epochs=3, lr=0.01))
+    finetune: StageConfig = field(default_factory=lambda: StageConfig(epochs=2, lr=0.001))
+
+
+DEFAULTS: dict[str, CompressionConfig] = {
+    "lenet300": CompressionConfig(
+        densities={"fc1.weight": 0.04, "fc2.weight": 0.045, "fc3.weight": 0.13},
+        bits={"fc1.weight": 4, "fc2.weight": 4, "fc3.weight": 4},
+        train=StageConfig(epochs=20, lr=0.05),     # reference: 20 epochs, lr 0.05, cosine
+        retrain=StageConfig(epochs=3, lr=0.01),
+    ),
+    "lenet5": CompressionConfig(
+        densities={"conv1.weight": 0.5, "conv2.weight": 0.06,
+                   "fc1.weight": 0.04, "fc2.weight": 0.095},
+        bits={"conv1.weight": 6, "conv2.weight": 6, "fc1.weight": 4, "fc2.weight": 4},
+        train=StageConfig(epochs=15, lr=0.01),     # no ReLU after the convs: lr 0.05 diverges
+        retrain=StageConfig(epochs=3, lr=0.005),
+    ),
+}

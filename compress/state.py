@@ -1,0 +1,68 @@
+"""Saving and loading trainer parameters between stages as a plain .npz.
+
+Keys: `<tensor>` the float weight; `mask/<tensor>` where pruned; `codes/<tensor>` (-1 =
+pruned) and `centroids/<tensor>` where weights are shared. Anyone can open it with np.load.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from compress.trainer import Dense, Shared
+
+
+class StateError(ValueError):
+    """A weights file that does not fit the model."""
+
+
+def save(path: str, params: dict) -> None:
+    arrays = {}
+    for name, p in params.items():
+        arrays[name] = p.weight()
+        if isinstance(p, Shared):
+            arrays[f"codes/{name}"] = p.codes
+            arrays[f"centroids/{name}"] = p.centroids
+        elif p.mask is not None:
+            arrays[f"mask/{name}"] = p.mask
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path: str, graph) -> dict:
+    """Parameters for `graph` from a .npz written by `save` (or any name -> array .npz)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise StateError(f"{path}: no such file") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise StateError(f"{path}: not a readable .npz file: {e}") from None
+    params = {}
+    for name, ref in graph.tensors.items():
+        if name not in arrays:
+            raise StateError(f"{path}: no array {name!r} (the model needs "
+                             f"{', '.join(graph.tensors)})")
+        value = arrays[name]
+        if value.shape != np.shape(ref):
+            raise StateError(f"{path}: {name!r} has shape {value.shape}, the model expects "
+                             f"{np.shape(ref)}")
+        if f"codes/{name}" in arrays:
+            params[name] = Shared(arrays[f"codes/{name}"].astype(np.int32),
+                                  arrays[f"centroids/{name}"].astype(np.float32))
+        else:
+            mask = arrays.get(f"mask/{name}")
+            params[name] = Dense(value.astype(np.float32),
+                                 None if mask is None else mask.astype(bool))
+    return params
