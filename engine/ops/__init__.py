@@ -1,0 +1,24 @@
+"""The op registry: one module per op, each with NAME, infer_shape, reference and build.
+
+    infer_shape(attrs, in_shape, param_shapes) -> out_shape   # per sample, no batch dim
+    reference(x, attrs, dense_params) -> y                     # batch first; the oracle
+    build(attrs, params, backend) -> Kernel                    # backend "numba" | "numpy"
+"""
+
+from __future__ import annotations
+
+from engine.kernels import Kernel
+from engine.ops import conv2d, flatten, linear, maxpool2d, relu, softmax
+
+OPS = {m.NAME: m for m in (conv2d, linear, relu, maxpool2d, flatten, softmax)}
+
+
+def get_op(name: str):
+    """The op module registered as `name`."""
+    try:
+        return OPS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown op {name!r}; known ops: {', '.join(sorted(OPS))}") from None
+
+
+__all__ = ["OPS", "Kernel", "get_op"]

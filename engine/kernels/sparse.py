@@ -1,0 +1,204 @@
+"""Sparse kernels that compute on codebook indices: CSR rows are output channels, and the value of
+nonzero j in row o is ``table[o, codes[j]]`` (``CodebookTensor.row_table()``). The dense float
+weight is never rebuilt.
+
+Each public function checks its inputs, allocates, and calls a private ``@njit`` kernel; the
+``*_ref`` function of the same name is the plain NumPy oracle the tests hold it against.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.kernels._jit import njit, prange
+
+# ---------------------------------------------------------------------------------------------
+# checks shared by the wrappers
+
+
+def _check_x(x, ndim: int, layout: str, what: str) -> np.ndarray:
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != ndim:
+        got = (f"{x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray)
+               else type(x).__name__)
+        raise ValueError(f"{what}: x must be a float32 {layout} array, got {got}")
+    return np.ascontiguousarray(x)
+
+
+def _check_csr(indptr, indices, codes, table, bias, row_size: int | None, what: str):
+    """Canonical dtypes and contiguity for the CSR-codebook arguments; shape errors named."""
+    table = np.asarray(table)
+    if table.ndim != 2 or table.dtype != np.float32:
+        raise ValueError(f"{what}: table must be float32 (O, K), got {table.dtype} "
+                         f"{table.shape}")
+    o = table.shape[0]
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    if indptr.shape != (o + 1,):
+        raise ValueError(f"{what}: indptr must be (O+1,) = ({o + 1},), got {indptr.shape}")
+    nnz = int(indptr[-1])
+    indices = np.ascontiguousarray(indices, dtype=np.int32)
+    codes = np.ascontiguousarray(codes)
+    if codes.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{what}: codes must be uint8 or uint16, got {codes.dtype}")
+    if indices.shape != (nnz,) or codes.shape != (nnz,) or indptr[0] != 0:
+        raise ValueError(f"{what}: indptr[-1] = {nnz} nonzeros, but indices has "
+                         f"{indices.shape} and codes {codes.shape}")
+    if nnz and row_size is not None and (indices.min() < 0 or indices.max() >= row_size):
+        raise ValueError(f"{what}: column index out of range 0..{row_size - 1}")
+    if nnz and int(codes.max()) >= table.shape[1]:
+        raise ValueError(f"{what}: code out of range 0..{table.shape[1] - 1}")
+    if bias is None:
+        bias = np.zeros(o, dtype=np.float32)
+    bias = np.ascontiguousarray(bias, dtype=np.float32)
+    if bias.shape != (o,):
+        raise ValueError(f"{what}: bias must be ({o},), got {bias.shape}")
+    return indptr, indices, codes, np.ascontiguousarray(table), bias
+
+
+def _row_of_nonzero(indptr: np.ndarray) -> np.ndarray:
+    return np.repeat(np.arange(indptr.shape[0] - 1), np.diff(indptr))
+
+
+# ---------------------------------------------------------------------------------------------
+# fully connected: y = x @ W.T + b
+
+
+def gemm_csr_codebook_ref(x, indptr, indices, codes, table, bias=None) -> np.ndarray:
+    """(N, I) -> (N, O), row by row in float64. The oracle."""
+    x = np.asarray(x, dtype=np.float64)
+    o = table.shape[0]
+    vals = np.asarray(table, np.float64)[_row_of_nonzero(indptr), codes.astype(np.intp)]
+    y = np.zeros((x.shape[0], o), dtype=np.float64)
+    for r in range(o):
+        s, e = indptr[r], indptr[r + 1]
+        y[:, r] = x[:, indices[s:e]] @ vals[s:e]
+    if bias is not None:
+        y += np.asarray(bias, np.float64)
+    return y.astype(np.float32)
+
+
+@njit(parallel=True)
+def _gemm_csr_codebook(xt, indptr, indices, codes, table, bias, yt):
+    # xt (I, N) contiguous: the batch is the inner, contiguous loop; yt (O, N)
+    n_out, n_batch = yt.shape
+    for o in prange(n_out):
+        start, stop = indptr[o], indptr[o + 1]
+        b = bias[o]
+        if n_batch == 1:  # batch 1: one register accumulator, a gathered dot product
+            acc = b
+            for j in range(start, stop):
+                acc += table[o, codes[j]] * xt[indices[j], 0]
+            yt[o, 0] = acc
+        else:
+            yrow = yt[o]
+            for n in range(n_batch):
+                yrow[n] = b
+            for j in range(start, stop):
+                w = table[o, codes[j]]
+                xrow = xt[indices[j]]
+                for n in range(n_batch):
+                    yrow[n] += w * xrow[n]
+
+
+def gemm_csr_codebook(x, indptr, indices, codes, table, bias=None) -> np.ndarray:
+    """y = x @ W.T + b with W given as CSR rows of codebook indices.
+
+    x (N, I) float32; indptr (O+1,); indices (nnz,) columns in 0..I-1; codes (nnz,) uint8/16;
+    table (O, K) float32; bias (O,) float32 or None. Returns (N, O) float32.
+    """
+    x = _check_x(x, 2, "(N, I)", "gemm_csr_codebook")
+    indptr, indices, codes, table, bias = _check_csr(indptr, indices, codes, table, bias,
+                                                     x.shape[1], "gemm_csr_codebook")
+    xt = np.ascontiguousarray(x.T)  # (I, N)
+    yt = np.empty((table.shape[0], x.shape[0]), dtype=np.float32)  # (O, N)
+    _gemm_csr_codebook(xt, indptr, indices, codes, table, bias, yt)
+    return np.ascontiguousarray(yt.T)
+
+
+# ---------------------------------------------------------------------------------------------
+# direct sparse convolution (Park et al., "Faster CNNs with direct sparse convolutions")
+
+
+def conv_out_size(size: int, k: int, stride: int, pad: int) -> int:
+    """PyTorch's floor rule: (size + 2 pad - k) // stride + 1."""
+    return (size + 2 * pad - k) // stride + 1
+
+
+def conv2d_nchw_csr_codebook_ref(x, indptr, indices, codes, table, bias, kh, kw,
+                                 stride_h, stride_w, pad_h, pad_w) -> np.ndarray:
+    """(N, C, H, W) -> (N, O, OH, OW): for each nonzero, w * a shifted input plane; float64."""
+    n, c, h, w = x.shape
+    o = table.shape[0]
+    oh, ow = conv_out_size(h, kh, stride_h, pad_h), conv_out_size(w, kw, stride_w, pad_w)
+    xp = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (pad_h, pad_h), (pad_w, pad_w)))
+    y = np.zeros((n, o, oh, ow), dtype=np.float64)
+    for r in range(o):
+        for j in range(indptr[r], indptr[r + 1]):
+            ci, rest = divmod(int(indices[j]), kh * kw)
+            ky, kx = divmod(rest, kw)
+            window = xp[:, ci, ky:ky + stride_h * (oh - 1) + 1:stride_h,
+                        kx:kx + stride_w * (ow - 1) + 1:stride_w]  # (N, OH, OW)
+            y[:, r] += float(table[r, codes[j]]) * window
+    if bias is not None:
+        y += np.asarray(bias, np.float64)[:, None, None]
+    return y.astype(np.float32)
+
+
+@njit(parallel=True)
+def _conv2d_nchw_csr_codebook(xp, indptr, indices, codes, table, bias, kh, kw, sh, sw, y):
+    # xp (N, C, HP, WP) already padded; y (N, O, OH, OW)
+    n_batch, n_out, oh, ow = y.shape
+    khw = kh * kw
+    for t in prange(n_batch * n_out):  # one output plane per task
+        n = t // n_out
+        o = t - n * n_out
+        plane = y[n, o]  # (OH, OW)
+        b = bias[o]
+        for oy in range(oh):
+            for ox in range(ow):
+                plane[oy, ox] = b
+        for j in range(indptr[o], indptr[o + 1]):
+            col = indices[j]
+            ci = col // khw
+            rest = col - ci * khw
+            ky = rest // kw
+            kx = rest - ky * kw
+            w = table[o, codes[j]]
+            src = xp[n, ci]  # (HP, WP)
+            if sw == 1:  # contiguous rows: the loop LLVM vectorises
+                for oy in range(oh):
+                    srow = src[oy * sh + ky, kx:kx + ow]
+                    prow = plane[oy]
+                    for ox in range(ow):
+                        prow[ox] += w * srow[ox]
+            else:
+                for oy in range(oh):
+                    srow = src[oy * sh + ky]
+                    prow = plane[oy]
+                    for ox in range(ow):
+                        prow[ox] += w * srow[kx + ox * sw]
+
+
+def conv2d_nchw_csr_codebook(x, indptr, indices, codes, table, bias, kh, kw,
+                             stride_h=1, stride_w=1, pad_h=0, pad_w=0) -> np.ndarray:
+    """Direct sparse convolution on codebook indices.
+
+    x (N, C, H, W) float32; row o of the CSR is the flattened (C, KH, KW) filter of output
+    channel o; table (O, K) float32; bias (O,) or None. Returns (N, O, OH, OW) float32.
+    """
+    what = "conv2d_nchw_csr_codebook"
+    x = _check_x(x, 4, "(N, C, H, W)", what)
+    n, c, h, w = x.shape
+    kh, kw, sh, sw, ph, pw = (int(v) for v in (kh, kw, stride_h, stride_w, pad_h, pad_w))
+    if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
+        raise ValueError(f"{what}: kernel and stride must be >= 1 and padding >= 0, got "
+                         f"kernel ({kh}, {kw}) stride ({sh}, {sw}) padding ({ph}, {pw})")
+    indptr, indices, codes, table, bias = _check_csr(indptr, indices, codes, table, bias,
+                                                     c * kh * kw, what)
+    oh, ow = conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{what}: input {h}x{w} with padding ({ph}, {pw}) is smaller than "
+                         f"the {kh}x{kw} kernel")
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+    y = np.empty((n, table.shape[0], oh, ow), dtype=np.float32)
+    _conv2d_nchw_csr_codebook(xp, indptr, indices, codes, table, bias, kh, kw, sh, sw, y)
+    return y

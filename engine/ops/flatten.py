@@ -1,0 +1,46 @@
+"""flatten: merge dims start_dim..end into one. attrs {"start_dim": 1} (dims count the batch)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from engine.kernels import Kernel, check_backend
+
+NAME = "flatten"
+
+
+def _start(attrs: dict, ndim: int) -> int:
+    """start_dim in batch-first numbering, checked against an input of `ndim` dims."""
+    start = int(attrs.get("start_dim", 1))
+    if start < 0:
+        start += ndim
+    if not 1 <= start < ndim:
+        raise ValueError(f"flatten: start_dim={attrs.get('start_dim', 1)} out of range for a "
+                         f"{ndim}-d input (the batch dim 0 cannot be merged)")
+    return start
+
+
+def infer_shape(attrs: dict, in_shape: tuple, params: dict[str, tuple]) -> tuple:
+    start = _start(attrs, len(in_shape) + 1) - 1  # per-sample shape has no batch dim
+    return tuple(in_shape[:start]) + (math.prod(in_shape[start:]),)
+
+
+def reference(x: np.ndarray, attrs: dict, params: dict[str, np.ndarray]) -> np.ndarray:
+    start = _start(attrs, x.ndim)
+    return x.reshape(*x.shape[:start], -1)
+
+
+def select_kernel(backend: str) -> str:
+    check_backend(backend)
+    return "flatten_reshape"
+
+
+def build(attrs: dict, params: dict, backend: str) -> Kernel:
+    name = select_kernel(backend)
+
+    def fn(x):
+        start = _start(attrs, x.ndim)
+        return np.ascontiguousarray(x).reshape(*x.shape[:start], -1)
+    return Kernel(name, fn)
