@@ -1,0 +1,84 @@
+"""The whole Deep Compression pipeline on real Fashion-MNIST images, small but the real path:
+`python -m compress run` and the single stages, then the result through the engine."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import engine
+import formats
+from compress.pipeline import engine_accuracy
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--train-limit", "4000", "--test-limit", "1000", "--quiet"]
+
+
+def compress_cli(*args, ok=True):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    p = subprocess.run([sys.executable, "-m", "compress", *map(str, args)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=900)
+    if ok:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_run_lenet300_end_to_end(tmp_path, fashion_mnist):
+    out = tmp_path / "lenet300.pnn"
+    p = compress_cli("run", "--model", "lenet300", "--out", out, *SMALL, "--train-epochs", "3",
+                     "--retrain-epochs", "1", "--finetune-epochs", "1", "--prune-steps", "2")
+    for stage in ("float", "pruned", "shared", "huffman"):
+        assert f"== {stage} ==" in p.stdout
+    assert "engine accuracy" in p.stdout
+    size = out.stat().st_size
+    assert 4 * 266610 / size > 40  # default densities 4/4.5/13%, 4-bit codebooks
+    x, y = fashion_mnist.x_test[:1000], fashion_mnist.y_test[:1000]
+    assert engine_accuracy(out, x, y, backend="numpy") > 0.70
+    with formats.open(out) as f:
+        w = f.tensor("fc1.weight")
+    assert isinstance(w, formats.CodebookTensor) and w.bits <= 4
+    assert w.density == pytest.approx(0.04, abs=0.002)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_single_stages_chain_into_the_same_kind_of_file(tmp_path, fashion_mnist):
+    f, pr, q, out = (tmp_path / n for n in ("f.npz", "p.npz", "q.npz", "m.pnn"))
+    compress_cli("train", "--model", "lenet5", "--out", f, *SMALL, "--train-epochs", "1")
+    compress_cli("prune", "--model", "lenet5", "--init", f, "--out", pr, *SMALL,
+                 "--retrain-epochs", "1", "--prune-steps", "1")
+    with np.load(pr) as z:
+        assert z["mask/conv2.weight"].mean() == pytest.approx(0.06, abs=0.001)
+        assert np.all(z["conv2.weight"][~z["mask/conv2.weight"]] == 0)
+    compress_cli("quantize", "--model", "lenet5", "--init", pr, "--out", q, *SMALL,
+                 "--finetune-epochs", "1")
+    with np.load(q) as z:
+        assert z["centroids/fc1.weight"].size <= 16
+        codes = z["codes/fc1.weight"]
+        assert (codes >= 0).mean() == pytest.approx(0.04, abs=0.001)  # pruning survives
+        assert np.all(z["fc1.weight"][codes < 0] == 0)
+        assert np.array_equal(z["fc1.weight"][codes >= 0],
+                              z["centroids/fc1.weight"][codes[codes >= 0]])
+    compress_cli("pack", "--model", "lenet5", "--init", q, "--out", out)
+    m = engine.load(out, backend="numpy")
+    assert m.run(m.preprocess(fashion_mnist.x_test[:8])).shape == (8, 10)
+
+
+def test_missing_dataset_is_a_one_line_error(tmp_path):
+    p = compress_cli("run", "--model", "lenet5", "--data", tmp_path / "none", "--out",
+                     tmp_path / "x.pnn", ok=False)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    line = p.stderr.strip().splitlines()
+    assert len(line) == 1 and "dataset-fashion-mnist" in line[0] and "none" in line[0]
+    assert not (tmp_path / "x.pnn").exists()
+
+
+def test_bad_init_file_is_a_one_line_error(tmp_path, fashion_mnist):
+    np.savez(tmp_path / "w.npz", **{"conv1.weight": np.zeros((3, 3), np.float32)})
+    p = compress_cli("pack", "--model", "lenet5", "--init", tmp_path / "w.npz", "--out",
+                     tmp_path / "x.pnn", ok=False)
+    assert "Traceback" not in p.stderr and "w.npz" in p.stderr
