@@ -19,6 +19,7 @@ from tqdm import tqdm
 from compress.layers import get_op, softmax_cross_entropy
 from compress.params import Dense, Shared
 from engine.ir import Graph
+from formats import CodebookTensor
 
 __all__ = ["Dense", "Shared", "TrainConfig", "evaluate", "forward", "loss_and_grads",
            "params_from_graph", "prepare", "train", "weights_of"]
@@ -69,8 +70,10 @@ def _run(graph: Graph, weights: dict, x: np.ndarray, keep_cache: bool):
 
 
 def _dense_weights(graph: Graph, weights: dict | None) -> dict:
-    dense = graph.dense_tensors() if weights is None else dict(weights)
-    return dense
+    """name -> dense array; CodebookTensors (in graph.tensors or in weights) decompressed."""
+    if weights is None:
+        return graph.dense_tensors()
+    return {k: (v.to_dense() if isinstance(v, CodebookTensor) else v) for k, v in weights.items()}
 
 
 def forward(graph: Graph, weights: dict[str, np.ndarray] | None, x: np.ndarray,

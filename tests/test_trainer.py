@@ -22,6 +22,7 @@ from compress.trainer import (
 )
 from compress.zoo import build
 from engine.ir import Graph, Node, Preprocess
+from formats import from_dense_codes
 
 EPS = 1e-6
 
@@ -199,6 +200,20 @@ def test_forward_matches_loss_path_and_batches():
     whole = forward(g, None, x, batch_size=100)
     assert whole.shape == (7, 3) and whole.dtype == np.float32
     np.testing.assert_allclose(forward(g, g.tensors, x, batch_size=3), whole, rtol=1e-6)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_forward_accepts_codebook_tensors(per_channel):
+    g = small_graph(np.float32)
+    rng = np.random.default_rng(2)
+    codes = rng.integers(-1, 4, size=g.tensors["c2.weight"].shape)
+    book = rng.standard_normal((4, 4) if per_channel else 4).astype(np.float32)
+    shared = Shared(codes, book)
+    x = rng.standard_normal((5, 2, 8, 8)).astype(np.float32)
+    dense = forward(g, {**g.tensors, "c2.weight": shared.weight()}, x)
+    g.tensors["c2.weight"] = from_dense_codes(codes, book, bits=2)
+    np.testing.assert_allclose(forward(g, None, x), dense, rtol=1e-6)
+    np.testing.assert_allclose(forward(g, dict(g.tensors), x), dense, rtol=1e-6)
 
 
 def test_unknown_op_is_named():
