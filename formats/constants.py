@@ -15,10 +15,11 @@ VERSION_MAJOR = 1           # a reader refuses any other major
 VERSION_MINOR = 0           # a reader accepts any minor of its major
 
 # ---- header: 40 bytes -------------------------------------------------------------------------
-#   magic 8s | major u16 | minor u16 | flags u32 | section_count u32 | header_size u32
+#   magic 8s | major u16 | minor u16 | flags u32 | section_count u32 | reserved u32 (0)
 #   | file_size u64 | table_crc u32 | header_crc u32 (crc32 of the 36 bytes before it)
 HEADER = struct.Struct("<8sHHIIIQII")
 HEADER_SIZE = HEADER.size   # 40
+HEADER_CRC_OFFSET = 36
 VERSION_PREFIX = struct.Struct("<8sHH")  # the part every major keeps: magic, major, minor
 
 # flags: the low 16 bits are "required" features (a reader refuses any it does not know), the
