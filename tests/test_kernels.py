@@ -115,21 +115,35 @@ def naive_conv(x, w, b, stride, pad):
 
 # --- Numba kernels == their _ref ----------------------------------------------------------------
 
+def serial_and_parallel(call):
+    """call() on the one-thread path and on the prange path (whatever the layer size)."""
+    saved = sparse.PARALLEL_MIN_MACS
+    try:
+        for threshold in (2**62, 0):
+            sparse.PARALLEL_MIN_MACS = threshold
+            yield call()
+    finally:
+        sparse.PARALLEL_MIN_MACS = saved
+
+
 @needs_numba
 @given(gemm_cases())
 def test_gemm_csr_codebook_matches_ref(case):
     x, t, bias = case
-    y = sparse.gemm_csr_codebook(x, t.indptr, t.indices, t.codes, t.row_table(), bias)
-    assert_close(y, gemm_ref(x, t, bias), gemm_ref(np.abs(x), t, None, np.abs(t.row_table())))
+    ref, absref = gemm_ref(x, t, bias), gemm_ref(np.abs(x), t, None, np.abs(t.row_table()))
+    for y in serial_and_parallel(
+            lambda: sparse.gemm_csr_codebook(x, t.indptr, t.indices, t.codes, t.row_table(), bias)):
+        assert_close(y, ref, absref)
 
 
 @needs_numba
 @given(conv_cases())
 def test_conv2d_nchw_csr_codebook_matches_ref(case):
     x, t, bias, stride, pad = case
-    y = sparse.conv2d_nchw_csr_codebook(x, t.indptr, t.indices, t.codes, t.row_table(), bias,
-                                        *t.shape[2:], *stride, *pad)
-    assert_close(y, conv_ref(x, t, bias, stride, pad), abs_conv_ref(x, t, stride, pad))
+    ref, absref = conv_ref(x, t, bias, stride, pad), abs_conv_ref(x, t, stride, pad)
+    for y in serial_and_parallel(lambda: sparse.conv2d_nchw_csr_codebook(
+            x, t.indptr, t.indices, t.codes, t.row_table(), bias, *t.shape[2:], *stride, *pad)):
+        assert_close(y, ref, absref)
 
 
 @needs_numba

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.kernels._jit import njit, prange
+from engine.kernels._jit import get_threads, njit, prange
+
+# Below this many multiply-adds a layer runs on one thread: waking the thread pool costs more
+# than it saves (tens of microseconds idle, milliseconds when another process holds the cores).
+PARALLEL_MIN_MACS = 500_000
+
+
+def _parallel(macs: int) -> bool:
+    return int(macs) >= PARALLEL_MIN_MACS and get_threads() > 1
 
 # ---------------------------------------------------------------------------------------------
 # checks shared by the wrappers
@@ -76,11 +84,11 @@ def gemm_csr_codebook_ref(x, indptr, indices, codes, table, bias=None) -> np.nda
     return y.astype(np.float32)
 
 
-@njit(parallel=True)
-def _gemm_csr_codebook(xt, indptr, indices, codes, table, bias, yt):
-    # xt (I, N) contiguous: the batch is the inner, contiguous loop; yt (O, N)
-    n_out, n_batch = yt.shape
-    for o in prange(n_out):
+@njit
+def _gemm_csr_codebook_rows(xt, indptr, indices, codes, table, bias, lo, hi, yt):
+    # output channels lo..hi-1; xt (I, N) contiguous so the batch is the inner loop; yt (O, N)
+    n_batch = yt.shape[1]
+    for o in range(lo, hi):
         start, stop = indptr[o], indptr[o + 1]
         b = bias[o]
         if n_batch == 1:  # batch 1: one register accumulator, a gathered dot product
@@ -95,8 +103,14 @@ def _gemm_csr_codebook(xt, indptr, indices, codes, table, bias, yt):
             for j in range(start, stop):
                 w = table[o, codes[j]]
                 xrow = xt[indices[j]]
-                for n in range(n_batch):
+                for n in range(n_batch):  # contiguous: vectorised
                     yrow[n] += w * xrow[n]
+
+
+@njit(parallel=True)
+def _gemm_csr_codebook_parallel(xt, indptr, indices, codes, table, bias, yt):
+    for o in prange(yt.shape[0]):
+        _gemm_csr_codebook_rows(xt, indptr, indices, codes, table, bias, o, o + 1, yt)
 
 
 def gemm_csr_codebook(x, indptr, indices, codes, table, bias=None) -> np.ndarray:
@@ -110,7 +124,10 @@ def gemm_csr_codebook(x, indptr, indices, codes, table, bias=None) -> np.ndarray
                                                      x.shape[1], "gemm_csr_codebook")
     xt = np.ascontiguousarray(x.T)  # (I, N)
     yt = np.empty((table.shape[0], x.shape[0]), dtype=np.float32)  # (O, N)
-    _gemm_csr_codebook(xt, indptr, indices, codes, table, bias, yt)
+    if _parallel(indptr[-1] * x.shape[0]):
+        _gemm_csr_codebook_parallel(xt, indptr, indices, codes, table, bias, yt)
+    else:
+        _gemm_csr_codebook_rows(xt, indptr, indices, codes, table, bias, 0, yt.shape[0], yt)
     return np.ascontiguousarray(yt.T)
 
 
@@ -143,19 +160,19 @@ def conv2d_nchw_csr_codebook_ref(x, indptr, indices, codes, table, bias, kh, kw,
     return y.astype(np.float32)
 
 
-@njit(parallel=True)
-def _conv2d_nchw_csr_codebook(xp, indptr, indices, codes, table, bias, kh, kw, sh, sw, y):
-    # xp (N, C, HP, WP) already padded; y (N, O, OH, OW)
-    n_batch, n_out, oh, ow = y.shape
+@njit
+def _conv2d_csr_codebook_rows(xp, indptr, indices, codes, table, bias, kh, kw, sh, sw,
+                              wp, oh, ow, lo, hi, y):
+    # Output channels lo..hi-1. Batch-innermost layout: xp (C, HP*WP*N) is the padded input as
+    # (C, HP, WP, N) flattened, y (O, OH*OW*N). With stride 1 an output row and the input row
+    # it reads are both OW*N contiguous floats, so one nonzero is a few long axpys.
+    n = y.shape[1] // (oh * ow)
     khw = kh * kw
-    for t in prange(n_batch * n_out):  # one output plane per task
-        n = t // n_out
-        o = t - n * n_out
-        plane = y[n, o]  # (OH, OW)
+    for o in range(lo, hi):
+        yo = y[o]
         b = bias[o]
-        for oy in range(oh):
-            for ox in range(ow):
-                plane[oy, ox] = b
+        for i in range(yo.shape[0]):
+            yo[i] = b
         for j in range(indptr[o], indptr[o + 1]):
             col = indices[j]
             ci = col // khw
@@ -163,19 +180,29 @@ def _conv2d_nchw_csr_codebook(xp, indptr, indices, codes, table, bias, kh, kw, s
             ky = rest // kw
             kx = rest - ky * kw
             w = table[o, codes[j]]
-            src = xp[n, ci]  # (HP, WP)
-            if sw == 1:  # contiguous rows: the loop LLVM vectorises
+            xc = xp[ci]
+            if sw == 1:
+                run = ow * n
                 for oy in range(oh):
-                    srow = src[oy * sh + ky, kx:kx + ow]
-                    prow = plane[oy]
-                    for ox in range(ow):
-                        prow[ox] += w * srow[ox]
+                    src = ((oy * sh + ky) * wp + kx) * n
+                    dst = oy * run
+                    for i in range(run):
+                        yo[dst + i] += w * xc[src + i]
             else:
                 for oy in range(oh):
-                    srow = src[oy * sh + ky]
-                    prow = plane[oy]
                     for ox in range(ow):
-                        prow[ox] += w * srow[kx + ox * sw]
+                        src = ((oy * sh + ky) * wp + kx + ox * sw) * n
+                        dst = (oy * ow + ox) * n
+                        for i in range(n):
+                            yo[dst + i] += w * xc[src + i]
+
+
+@njit(parallel=True)
+def _conv2d_csr_codebook_parallel(xp, indptr, indices, codes, table, bias, kh, kw, sh, sw,
+                                  wp, oh, ow, y):
+    for o in prange(y.shape[0]):
+        _conv2d_csr_codebook_rows(xp, indptr, indices, codes, table, bias, kh, kw, sh, sw,
+                                  wp, oh, ow, o, o + 1, y)
 
 
 def conv2d_nchw_csr_codebook(x, indptr, indices, codes, table, bias, kh, kw,
@@ -198,7 +225,20 @@ def conv2d_nchw_csr_codebook(x, indptr, indices, codes, table, bias, kh, kw,
     if oh < 1 or ow < 1:
         raise ValueError(f"{what}: input {h}x{w} with padding ({ph}, {pw}) is smaller than "
                          f"the {kh}x{kw} kernel")
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
-    y = np.empty((n, table.shape[0], oh, ow), dtype=np.float32)
-    _conv2d_nchw_csr_codebook(xp, indptr, indices, codes, table, bias, kh, kw, sh, sw, y)
-    return y
+    hp, wp = h + 2 * ph, w + 2 * pw
+    if n == 1 and not (ph or pw):
+        xp = x.reshape(c, hp * wp)
+    else:  # pad and move the batch innermost in one copy: (C, HP, WP, N)
+        xp = np.zeros((c, hp, wp, n), dtype=np.float32)
+        xp[:, ph:ph + h, pw:pw + w, :] = x.transpose(1, 2, 3, 0)
+        xp = xp.reshape(c, hp * wp * n)
+    o = table.shape[0]
+    y = np.empty((o, oh * ow * n), dtype=np.float32)  # (O, OH, OW, N)
+    args = (xp, indptr, indices, codes, table, bias, kh, kw, sh, sw, wp, oh, ow)
+    if _parallel(indptr[-1] * oh * ow * n):
+        _conv2d_csr_codebook_parallel(*args, y)
+    else:
+        _conv2d_csr_codebook_rows(*args, 0, o, y)
+    if n == 1:
+        return y.reshape(1, o, oh, ow)
+    return np.ascontiguousarray(y.reshape(o, oh, ow, n).transpose(3, 0, 1, 2))
