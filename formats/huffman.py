@@ -256,12 +256,12 @@ def decode(data: bytes, lengths: np.ndarray, count: int) -> np.ndarray:
         on_path[walked] = True
 
     pos = np.flatnonzero(on_path)[:count]
-    if pos.size < count:
-        raise TruncatedError(f"stream ends after {pos.size} of {count} symbols")
     row, ln = table.lookup(windows(pos))
     if ln.min() == 0:
         bad = int(pos[np.argmin(ln)])
         raise LayoutError(f"unassigned Huffman code at bit {bad} of the stream")
+    if pos.size < count:
+        raise TruncatedError(f"stream ends after {pos.size} of {count} symbols")
     end = int(pos[-1] + ln[-1])
     if end > nbits:
         raise TruncatedError(f"stream ends inside symbol {count - 1}")
