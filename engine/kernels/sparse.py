@@ -161,48 +161,52 @@ def conv2d_nchw_csr_codebook_ref(x, indptr, indices, codes, table, bias, kh, kw,
 
 
 @njit
-def _conv2d_csr_codebook_rows(xp, indptr, indices, codes, table, bias, kh, kw, sh, sw,
-                              wp, oh, ow, lo, hi, y):
-    # Output channels lo..hi-1. Batch-innermost layout: xp (C, HP*WP*N) is the padded input as
-    # (C, HP, WP, N) flattened, y (O, OH*OW*N). With stride 1 an output row and the input row
-    # it reads are both OW*N contiguous floats, so one nonzero is a few long axpys.
-    n = y.shape[1] // (oh * ow)
-    khw = kh * kw
+def _conv2d_csr_codebook_rows(xp, xoff, indptr, codes, table, bias, sh, sw, wp, lo, hi, y):
+    # Output channels lo..hi-1 of y (N, O, OH, OW). Batch-innermost input: xp is the padded
+    # input (C, HP, WP, N) flattened, xoff[j] the offset in xp of nonzero j's tap for output
+    # pixel (0, 0). One output row of the whole batch, acc (OW*N floats), stays in L1 while
+    # every nonzero of the filter adds into it (with stride 1: one contiguous axpy each), then
+    # it is written out to the N planes.
+    n, _, oh, ow = y.shape
+    run = ow * n
+    row_step = sh * wp * n
+    acc = np.empty(run, dtype=np.float32)
     for o in range(lo, hi):
-        yo = y[o]
         b = bias[o]
-        for i in range(yo.shape[0]):
-            yo[i] = b
-        for j in range(indptr[o], indptr[o + 1]):
-            col = indices[j]
-            ci = col // khw
-            rest = col - ci * khw
-            ky = rest // kw
-            kx = rest - ky * kw
-            w = table[o, codes[j]]
-            xc = xp[ci]
-            if sw == 1:
-                run = ow * n
-                for oy in range(oh):
-                    src = ((oy * sh + ky) * wp + kx) * n
-                    dst = oy * run
+        start, stop = indptr[o], indptr[o + 1]
+        for oy in range(oh):
+            for i in range(run):
+                acc[i] = b
+            base = oy * row_step
+            for j in range(start, stop):
+                w = table[o, codes[j]]
+                src = base + xoff[j]
+                if sw == 1:
+                    # a slice indexed from 0: no negative-index wraparound, so LLVM vectorises
+                    xrow = xp[src:src + run]
                     for i in range(run):
-                        yo[dst + i] += w * xc[src + i]
-            else:
-                for oy in range(oh):
+                        acc[i] += w * xrow[i]
+                elif n == 1:
+                    xrow = xp[src:src + (ow - 1) * sw + 1]
                     for ox in range(ow):
-                        src = ((oy * sh + ky) * wp + kx + ox * sw) * n
-                        dst = (oy * ow + ox) * n
+                        acc[ox] += w * xrow[ox * sw]
+                else:
+                    for ox in range(ow):
+                        at = src + ox * sw * n
+                        xv = xp[at:at + n]
+                        av = acc[ox * n:(ox + 1) * n]
                         for i in range(n):
-                            yo[dst + i] += w * xc[src + i]
+                            av[i] += w * xv[i]
+            for i in range(n):
+                yrow = y[i, o, oy]
+                for ox in range(ow):
+                    yrow[ox] = acc[ox * n + i]
 
 
 @njit(parallel=True)
-def _conv2d_csr_codebook_parallel(xp, indptr, indices, codes, table, bias, kh, kw, sh, sw,
-                                  wp, oh, ow, y):
-    for o in prange(y.shape[0]):
-        _conv2d_csr_codebook_rows(xp, indptr, indices, codes, table, bias, kh, kw, sh, sw,
-                                  wp, oh, ow, o, o + 1, y)
+def _conv2d_csr_codebook_parallel(xp, xoff, indptr, codes, table, bias, sh, sw, wp, y):
+    for o in prange(y.shape[1]):
+        _conv2d_csr_codebook_rows(xp, xoff, indptr, codes, table, bias, sh, sw, wp, o, o + 1, y)
 
 
 def conv2d_nchw_csr_codebook(x, indptr, indices, codes, table, bias, kh, kw,
@@ -227,18 +231,19 @@ def conv2d_nchw_csr_codebook(x, indptr, indices, codes, table, bias, kh, kw,
                          f"the {kh}x{kw} kernel")
     hp, wp = h + 2 * ph, w + 2 * pw
     if n == 1 and not (ph or pw):
-        xp = x.reshape(c, hp * wp)
+        xp = x.reshape(-1)
     else:  # pad and move the batch innermost in one copy: (C, HP, WP, N)
         xp = np.zeros((c, hp, wp, n), dtype=np.float32)
         xp[:, ph:ph + h, pw:pw + w, :] = x.transpose(1, 2, 3, 0)
-        xp = xp.reshape(c, hp * wp * n)
+        xp = xp.reshape(-1)
+    ci, rest = np.divmod(indices.astype(np.int64), kh * kw)
+    ky, kx = np.divmod(rest, kw)
+    xoff = ((ci * hp + ky) * wp + kx) * n  # (nnz,) where each nonzero's tap starts
     o = table.shape[0]
-    y = np.empty((o, oh * ow * n), dtype=np.float32)  # (O, OH, OW, N)
-    args = (xp, indptr, indices, codes, table, bias, kh, kw, sh, sw, wp, oh, ow)
+    y = np.empty((n, o, oh, ow), dtype=np.float32)
+    args = (xp, xoff, indptr, codes, table, bias, sh, sw, wp)
     if _parallel(indptr[-1] * oh * ow * n):
         _conv2d_csr_codebook_parallel(*args, y)
     else:
         _conv2d_csr_codebook_rows(*args, 0, o, y)
-    if n == 1:
-        return y.reshape(1, o, oh, ow)
-    return np.ascontiguousarray(y.reshape(o, oh, ow, n).transpose(3, 0, 1, 2))
+    return y
