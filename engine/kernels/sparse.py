@@ -14,7 +14,7 @@ from engine.kernels._jit import get_threads, njit, prange
 
 # Below this many multiply-adds a layer runs on one thread: waking the thread pool costs more
 # than it saves (tens of microseconds idle, milliseconds when another process holds the cores).
-PARALLEL_MIN_MACS = 500_000
+PARALLEL_MIN_MACS = 2_000_000
 
 
 def _parallel(macs: int) -> bool:
@@ -32,8 +32,10 @@ def _check_x(x, ndim: int, layout: str, what: str) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def _check_csr(indptr, indices, codes, table, bias, row_size: int | None, what: str):
-    """Canonical dtypes and contiguity for the CSR-codebook arguments; shape errors named."""
+def _check_csr(indptr, indices, codes, table, bias, row_size: int | None, what: str,
+               scan: bool = True):
+    """Canonical dtypes and contiguity for the CSR-codebook arguments; shape errors named.
+    scan=False skips the O(nnz) range scans (for callers that checked the tensor once)."""
     table = np.asarray(table)
     if table.ndim != 2 or table.dtype != np.float32:
         raise ValueError(f"{what}: table must be float32 (O, K), got {table.dtype} "
@@ -50,9 +52,9 @@ def _check_csr(indptr, indices, codes, table, bias, row_size: int | None, what: 
     if indices.shape != (nnz,) or codes.shape != (nnz,) or indptr[0] != 0:
         raise ValueError(f"{what}: indptr[-1] = {nnz} nonzeros, but indices has "
                          f"{indices.shape} and codes {codes.shape}")
-    if nnz and row_size is not None and (indices.min() < 0 or indices.max() >= row_size):
+    if scan and nnz and row_size is not None and (indices.min() < 0 or indices.max() >= row_size):
         raise ValueError(f"{what}: column index out of range 0..{row_size - 1}")
-    if nnz and int(codes.max()) >= table.shape[1]:
+    if scan and nnz and int(codes.max()) >= table.shape[1]:
         raise ValueError(f"{what}: code out of range 0..{table.shape[1] - 1}")
     if bias is None:
         bias = np.zeros(o, dtype=np.float32)
@@ -113,15 +115,17 @@ def _gemm_csr_codebook_parallel(xt, indptr, indices, codes, table, bias, yt):
         _gemm_csr_codebook_rows(xt, indptr, indices, codes, table, bias, o, o + 1, yt)
 
 
-def gemm_csr_codebook(x, indptr, indices, codes, table, bias=None) -> np.ndarray:
+def gemm_csr_codebook(x, indptr, indices, codes, table, bias=None, *,
+                      check: bool = True) -> np.ndarray:
     """y = x @ W.T + b with W given as CSR rows of codebook indices.
 
     x (N, I) float32; indptr (O+1,); indices (nnz,) columns in 0..I-1; codes (nnz,) uint8/16;
     table (O, K) float32; bias (O,) float32 or None. Returns (N, O) float32.
+    check=False skips the O(nnz) scans of column and code ranges (the op checked them once).
     """
     x = _check_x(x, 2, "(N, I)", "gemm_csr_codebook")
     indptr, indices, codes, table, bias = _check_csr(indptr, indices, codes, table, bias,
-                                                     x.shape[1], "gemm_csr_codebook")
+                                                     x.shape[1], "gemm_csr_codebook", check)
     xt = np.ascontiguousarray(x.T)  # (I, N)
     yt = np.empty((table.shape[0], x.shape[0]), dtype=np.float32)  # (O, N)
     if _parallel(indptr[-1] * x.shape[0]):
@@ -210,11 +214,13 @@ def _conv2d_csr_codebook_parallel(xp, xoff, indptr, codes, table, bias, sh, sw, 
 
 
 def conv2d_nchw_csr_codebook(x, indptr, indices, codes, table, bias, kh, kw,
-                             stride_h=1, stride_w=1, pad_h=0, pad_w=0) -> np.ndarray:
+                             stride_h=1, stride_w=1, pad_h=0, pad_w=0, *,
+                             check: bool = True) -> np.ndarray:
     """Direct sparse convolution on codebook indices.
 
     x (N, C, H, W) float32; row o of the CSR is the flattened (C, KH, KW) filter of output
     channel o; table (O, K) float32; bias (O,) or None. Returns (N, O, OH, OW) float32.
+    check=False skips the O(nnz) scans of column and code ranges (the op checked them once).
     """
     what = "conv2d_nchw_csr_codebook"
     x = _check_x(x, 4, "(N, C, H, W)", what)
@@ -224,7 +230,7 @@ def conv2d_nchw_csr_codebook(x, indptr, indices, codes, table, bias, kh, kw,
         raise ValueError(f"{what}: kernel and stride must be >= 1 and padding >= 0, got "
                          f"kernel ({kh}, {kw}) stride ({sh}, {sw}) padding ({ph}, {pw})")
     indptr, indices, codes, table, bias = _check_csr(indptr, indices, codes, table, bias,
-                                                     c * kh * kw, what)
+                                                     c * kh * kw, what, check)
     oh, ow = conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw)
     if oh < 1 or ow < 1:
         raise ValueError(f"{what}: input {h}x{w} with padding ({ph}, {pw}) is smaller than "
