@@ -112,7 +112,7 @@ def from_dense_codes(codes: np.ndarray, codebook: np.ndarray, bits: int,
     """Build a CodebookTensor from a dense array of codes where -1 marks a pruned position."""
     codes = np.asarray(codes)
     o = codes.shape[0]
-    flat = codes.reshape(o, -1)
+    flat = codes.reshape(o, int(np.prod(codes.shape[1:], dtype=np.int64)))  # -1 fails on size 0
     keep = flat >= 0
     indptr = np.zeros(o + 1, dtype=np.int64)
     np.cumsum(keep.sum(axis=1), out=indptr[1:])
