@@ -38,6 +38,10 @@ def _config(args) -> CompressionConfig:
         epochs = getattr(args, f"{stage}_epochs", None)
         if epochs is not None:
             getattr(cfg, stage).epochs = epochs
+    for stage in ("retrain", "finetune"):
+        lr = getattr(args, f"{stage}_lr", None)
+        if lr is not None:
+            getattr(cfg, stage).lr = lr
     if getattr(args, "prune_steps", None):
         cfg.prune_steps = args.prune_steps
     return cfg
@@ -73,7 +77,7 @@ def cmd_run(args) -> int:
     data = _data(args)
     params = state.load(args.init, graph) if args.init else None
     rows = pipeline.run(graph, data, _config(args), args.out, params=params, seed=args.seed,
-                        progress=not args.quiet)
+                        progress=not args.quiet, keep=args.keep)
     acc = pipeline.engine_accuracy(args.out, data.x_test, data.y_test)
     print(f"engine accuracy of {args.out} on {len(data.y_test):,} test images: "
           f"{100 * acc:.2f}% (float {100 * rows[0].accuracy:.2f}%, "
@@ -157,9 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--retrain-epochs", type=int, help="epochs per pruning step")
         sp.add_argument("--finetune-epochs", type=int, help="centroid fine-tuning epochs")
         sp.add_argument("--prune-steps", type=int)
+        sp.add_argument("--retrain-lr", type=float, help="learning rate of pruning retraining")
+        sp.add_argument("--finetune-lr", type=float, help="learning rate of centroid tuning")
 
-    common(sub.add_parser("run", help="the whole pipeline: train -> prune -> share -> .pnn"),
-           "the .pnn file to write")
+    r = sub.add_parser("run", help="the whole pipeline: train -> prune -> share -> .pnn")
+    common(r, "the .pnn file to write")
+    r.add_argument("--keep", metavar="DIR", help="also save each stage's weights as DIR/<stage>.npz")
     t = sub.add_parser("train", help="train float weights")
     common(t, "weights .npz to write")
     t.add_argument("--lr", type=float)

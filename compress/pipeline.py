@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compress import pack as packing
-from compress import prune, quantize
+from compress import prune, quantize, state
 from compress.config import CompressionConfig
 from compress.trainer import Dense, Shared, TrainConfig, evaluate, train, weights_of
 from engine.ir import Graph
@@ -74,12 +74,17 @@ def _summary(stage, graph, params, data, exact_bytes=None) -> StageReport:
 
 
 def run(graph: Graph, data, config: CompressionConfig, out: str, *, params=None,
-        seed: int = 0, progress: bool = True, log=print) -> list[StageReport]:
-    """The whole pipeline. `params` (e.g. from --init) skips training from scratch."""
+        seed: int = 0, progress: bool = True, log=print, keep: str | None = None
+        ) -> list[StageReport]:
+    """The whole pipeline. `params` (e.g. from --init) skips training from scratch; `keep`
+    names a directory where each stage's weights are saved as <stage>.npz."""
     rows: list[StageReport] = []
 
-    def report(row):
+    def report(row, stage_params=None):
         rows.append(row)
+        if keep and stage_params is not None:
+            os.makedirs(keep, exist_ok=True)
+            state.save(os.path.join(keep, f"{row.stage}.npz"), stage_params)
         log(f"\n== {row.stage} ==\n{format_table(rows)}")
 
     if params is None:
@@ -87,13 +92,13 @@ def run(graph: Graph, data, config: CompressionConfig, out: str, *, params=None,
         train(graph, params, data.x_train, data.y_train,
               TrainConfig(epochs=config.train.epochs, lr=config.train.lr, seed=seed),
               progress=progress, desc="train")
-    report(_summary("float", graph, params, data))
+    report(_summary("float", graph, params, data), params)
 
     params = prune_stage(graph, params, data, config, seed=seed, progress=progress)
-    report(_summary("pruned", graph, params, data))
+    report(_summary("pruned", graph, params, data), params)
 
     params = quantize_stage(graph, params, data, config, seed=seed, progress=progress)
-    report(_summary("shared", graph, params, data))
+    report(_summary("shared", graph, params, data), params)
 
     size = packing.pack(graph, params, out)
     report(_summary("huffman", graph, params, data, exact_bytes=size))
