@@ -5,7 +5,7 @@ Each op is a class with two static methods:
     backward(dy, cache, need_dx) -> (dx | None, {role: grad})
 Computation runs in the dtype of the inputs (float32 for training, float64 for gradient checks).
 No loops over the batch or pixels: convolution is im2col (sliding_window_view) + one matmul;
-the only Python loops are over kernel positions (KH * KW) when scattering gradients back.
+the only Python loops are over kernel positions (KH * KW): gradient scatter, max pooling.
 This module must not import engine.ops or engine.kernels: it is the engine's independent oracle.
 """
 
@@ -33,18 +33,6 @@ def _pad(x: np.ndarray, ph: int, pw: int, value: float = 0.0) -> np.ndarray:
 def _windows(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int) -> np.ndarray:
     """(N, C, Hp, Wp) -> strided view (N, C, OH, OW, KH, KW), no copy."""
     return sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-
-
-def _scatter_windows(dwin: np.ndarray, padded_shape: tuple[int, ...], sh: int, sw: int,
-                     ph: int, pw: int) -> np.ndarray:
-    """Adjoint of _windows then _pad: dwin (N, C, OH, OW, KH, KW) -> dx (N, C, H, W)."""
-    n, c, oh, ow, kh, kw = dwin.shape
-    dxp = np.zeros(padded_shape, dtype=dwin.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            dxp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += dwin[..., i, j]
-    hp, wp = padded_shape[2:]
-    return dxp[:, :, ph:hp - ph, pw:wp - pw]
 
 
 class Conv2d:
@@ -80,8 +68,16 @@ class Conv2d:
             grads["bias"] = dymat.sum(axis=0)
         dx = None
         if need_dx:
-            dcols = (dymat @ wmat).reshape(n, oh, ow, c, kh, kw).transpose(0, 3, 1, 2, 4, 5)
-            dx = _scatter_windows(dcols, xpshape, sh, sw, ph, pw)
+            # One (N*OH*OW, O) @ (O, C) product per kernel position, accumulated into an NHWC
+            # buffer: contiguous adds, about twice as fast as col2im of the full dcols.
+            hp, wp = xpshape[2:]
+            wk = np.ascontiguousarray(wmat.reshape(o, c, kh, kw).transpose(2, 3, 0, 1))
+            dxp = np.zeros((n, hp, wp, c), dtype=dymat.dtype)   # (N, Hp, Wp, C)
+            for i in range(kh):
+                for j in range(kw):
+                    dxp[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += (
+                        dymat @ wk[i, j]).reshape(n, oh, ow, c)
+            dx = np.ascontiguousarray(dxp[:, ph:hp - ph, pw:wp - pw].transpose(0, 3, 1, 2))
         return dx, grads
 
 
@@ -121,20 +117,27 @@ class ReLU:
 class MaxPool2d:
     """Max over KH x KW windows (padding with -inf, floor output size as PyTorch).
     Backward routes each window's gradient to its first maximum only (ties: the first in
-    row-major window order, as PyTorch's CPU kernel), summing where windows overlap."""
+    row-major window order, as PyTorch's CPU kernel), summing where windows overlap.
+    Both directions loop over the KH*KW window positions, each a strided view of the input."""
 
     @staticmethod
     def forward(x, p, attrs):
         kh, kw = _pair(attrs.get("kernel", 2), "kernel")
         sh, sw = _pair(attrs.get("stride", [kh, kw]), "stride")
         ph, pw = _pair(attrs.get("padding", 0), "padding")
-        n, c = x.shape[:2]
         xp = _pad(x, ph, pw, -np.inf)
-        win = _windows(xp, kh, kw, sh, sw)                        # (N, C, OH, OW, KH, KW)
-        oh, ow = win.shape[2:4]
-        flat = win.reshape(n, c, oh, ow, kh * kw)                 # copy
-        arg = flat.argmax(axis=-1)                                # (N, C, OH, OW)
-        y = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
+        oh = (xp.shape[2] - kh) // sh + 1
+        ow = (xp.shape[3] - kw) // sw + 1
+        y = arg = None
+        for k in range(kh * kw):
+            i, j = divmod(k, kw)
+            v = xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]  # (N, C, OH, OW)
+            if y is None:
+                y, arg = v.copy(), np.zeros(v.shape, dtype=np.int16)
+            else:
+                better = v > y            # strict: ties keep the earlier position
+                np.maximum(y, v, out=y)
+                arg += better * (np.int16(k) - arg)   # branch-free select, faster than masks
         return y, (arg, xp.shape, (kh, kw, sh, sw, ph, pw))
 
     @staticmethod
@@ -142,10 +145,13 @@ class MaxPool2d:
         if not need_dx:
             return None, {}
         arg, xpshape, (kh, kw, sh, sw, ph, pw) = cache
-        dwin = np.zeros(arg.shape + (kh * kw,), dtype=dy.dtype)
-        np.put_along_axis(dwin, arg[..., None], dy[..., None], axis=-1)
-        dwin = dwin.reshape(arg.shape + (kh, kw))
-        return _scatter_windows(dwin, xpshape, sh, sw, ph, pw), {}
+        oh, ow = arg.shape[2:]
+        dxp = np.zeros(xpshape, dtype=dy.dtype)
+        for k in range(kh * kw):
+            i, j = divmod(k, kw)
+            dxp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += (arg == k) * dy
+        hp, wp = xpshape[2:]
+        return dxp[:, :, ph:hp - ph, pw:wp - pw], {}
 
 
 class Flatten:
