@@ -3,10 +3,21 @@
     import engine
     m = engine.load("model.pnn")          # backend="auto" | "numba" | "numpy"
     logits = m.run(m.preprocess(images))  # images: uint8 HW / NHW / NCHW
+
+The names below load lazily, so `import engine.ir` (used by compress and the trainer) does not
+import the kernels or Numba.
 """
 
-from engine.errors import ModelError
-from engine.inputs import InputError
-from engine.runtime import Model, load
+_EXPORTS = {
+    "load": "engine.runtime", "Model": "engine.runtime",
+    "ModelError": "engine.errors", "InputError": "engine.inputs",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["InputError", "Model", "ModelError", "load"]
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")
