@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -60,7 +58,8 @@ def _floats(text: str, n: int, flag: str) -> list[float]:
 def _data(args):
     data = load_fashion_mnist(args.data)
     if args.train_limit:
-        data.x_train, data.y_train = data.x_train[:args.train_limit], data.y_train[:args.train_limit]
+        n = args.train_limit
+        data.x_train, data.y_train = data.x_train[:n], data.y_train[:n]
     if args.test_limit:
         data.x_test, data.y_test = data.x_test[:args.test_limit], data.y_test[:args.test_limit]
     return data
@@ -131,11 +130,7 @@ def cmd_samples(args) -> int:
     """The bundled demo inputs: the first N test images with their labels."""
     data = load_fashion_mnist(args.data)
     x, y = data.x_test[:args.count], data.y_test[:args.count].astype(np.uint8)
-    directory = os.path.dirname(os.path.abspath(args.out))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    with os.fdopen(fd, "wb") as f:
-        np.savez_compressed(f, x=x, y=y)
-    os.replace(tmp, args.out)
+    state.save_npz(args.out, {"x": x, "y": y}, compressed=True)
     print(f"wrote {args.out}: {len(y)} images")
     return 0
 
@@ -166,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="the whole pipeline: train -> prune -> share -> .pnn")
     common(r, "the .pnn file to write")
-    r.add_argument("--keep", metavar="DIR", help="also save each stage's weights as DIR/<stage>.npz")
+    r.add_argument("--keep", metavar="DIR",
+                   help="also save each stage's weights as DIR/<stage>.npz")
     t = sub.add_parser("train", help="train float weights")
     common(t, "weights .npz to write")
     t.add_argument("--lr", type=float)

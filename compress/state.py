@@ -6,12 +6,12 @@ pruned) and `centroids/<tensor>` where weights are shared. Anyone can open it wi
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 import zipfile
 
 import numpy as np
 
+import formats
 from compress.trainer import Dense, Shared
 
 
@@ -28,16 +28,14 @@ def save(path: str, params: dict) -> None:
             arrays[f"centroids/{name}"] = p.centroids
         elif p.mask is not None:
             arrays[f"mask/{name}"] = p.mask
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    save_npz(path, arrays)
+
+
+def save_npz(path: str, arrays: dict, compressed: bool = False) -> None:
+    """np.savez, written atomically (never a half-written file at `path`)."""
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+    formats.atomic_write(path, buffer.getvalue())
 
 
 def load(path: str, graph) -> dict:

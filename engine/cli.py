@@ -64,6 +64,7 @@ def cmd_infer(args) -> int:
     inputs = args.inputs or [str(DEMO_SAMPLES)]
     t_load = time.perf_counter()
     model = load(model_path, backend=args.backend, threads=args.threads)
+    model.run(np.zeros((1, *model.input_shape), np.float32))  # compile / load Numba's cache
     load_seconds = time.perf_counter() - t_load
     names = model.labels
     results, seconds, correct, known = [], 0.0, 0, 0

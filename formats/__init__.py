@@ -17,7 +17,7 @@ from formats.errors import (
 from formats.reader import PnnFile, TensorInfo
 from formats.reader import open_pnn as open  # formats.open(path), like builtins.open
 from formats.tensors import CodebookTensor, code_dtype, from_dense_codes
-from formats.writer import write
+from formats.writer import atomic_write, write
 
 __all__ = [
     "BadMagicError",
@@ -31,6 +31,7 @@ __all__ = [
     "UnsupportedVersionError",
     "VERSION_MAJOR",
     "VERSION_MINOR",
+    "atomic_write",
     "code_dtype",
     "from_dense_codes",
     "open",

@@ -87,7 +87,7 @@ def write(path: str | os.PathLike, metadata: dict, tensors: dict, *,
             raise type(e)(f"tensor {name!r}: {e}") from None
         sections.append((SECTION_TENSOR, body))
     blob = assemble(sections)
-    _atomic_write(path, blob)
+    atomic_write(path, blob)
     return len(blob)
 
 
@@ -197,7 +197,10 @@ def assemble(sections: list[tuple[int, bytes]], *, major: int = VERSION_MAJOR,
     return bytes(out)
 
 
-def _atomic_write(path: str, blob: bytes) -> None:
+def atomic_write(path: str | os.PathLike, blob: bytes) -> None:
+    """Write `blob` to `path` through a temp file and a rename: readers see the old file or the
+    whole new one, never half; a new file gets the umask's mode, a replaced one keeps its own."""
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     try:
         mode = os.stat(path).st_mode & 0o7777
