@@ -45,6 +45,16 @@ def test_run_lenet300_end_to_end(tmp_path, fashion_mnist):
 
 
 @pytest.mark.data
+def test_same_command_gives_the_same_file(tmp_path, fashion_mnist):
+    args = ["--model", "lenet300", "--train-limit", "1000", "--test-limit", "200", "--quiet",
+            "--train-epochs", "1", "--retrain-epochs", "1", "--finetune-epochs", "1",
+            "--prune-steps", "1"]
+    compress_cli("run", *args, "--out", tmp_path / "a.pnn")
+    compress_cli("run", *args, "--out", tmp_path / "b.pnn")
+    assert (tmp_path / "a.pnn").read_bytes() == (tmp_path / "b.pnn").read_bytes()
+
+
+@pytest.mark.data
 @pytest.mark.slow
 def test_single_stages_chain_into_the_same_kind_of_file(tmp_path, fashion_mnist):
     f, pr, q, out = (tmp_path / n for n in ("f.npz", "p.npz", "q.npz", "m.pnn"))
