@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from engine.errors import ModelError
 from engine.ir import Graph, Node
 from engine.kernels import _jit
 from engine.ops import OPS
 
 BACKENDS = ("auto", "numba", "numpy")
+# A value may hold at most this many floats per sample (256 MiB). MobileNetV2's largest is
+# 1.2 M; the limit only exists so a hostile graph cannot make us allocate without bound.
+MAX_VALUE_ELEMENTS = 2**26
 
 
 def resolve_backend(backend: str) -> str:
@@ -38,7 +43,7 @@ def _param_shape(t) -> tuple[int, ...]:
 
 def shapes(graph: Graph, source: str = "model") -> dict[str, tuple[int, ...]]:
     """Per-sample shape of every value in the graph. Raises ModelError naming the node."""
-    known = {graph.input_name: tuple(graph.input_shape)}
+    known = {graph.input_name: _checked(tuple(graph.input_shape), "the graph input", source)}
     for node in graph.nodes:
         op = OPS.get(node.op)
         if op is None:
@@ -55,9 +60,20 @@ def shapes(graph: Graph, source: str = "model") -> dict[str, tuple[int, ...]]:
                                                           params))
         except (ValueError, TypeError, KeyError) as e:
             raise ModelError(f"{source}: node {node.name!r} ({node.op}): {e}") from None
+        _checked(known[node.outputs[0]], f"node {node.name!r}", source)
     if graph.output_name not in known:
         raise ModelError(f"{source}: graph output {graph.output_name!r} is never produced")
     return known
+
+
+def _checked(shape: tuple[int, ...], what: str, source: str) -> tuple[int, ...]:
+    if any(int(s) < 1 for s in shape):
+        raise ModelError(f"{source}: {what} has shape {shape}; every dimension must be >= 1")
+    if np.prod(shape, dtype=np.float64) > MAX_VALUE_ELEMENTS:
+        raise ModelError(f"{source}: {what} would hold {shape} = "
+                         f"{np.prod(shape, dtype=np.float64):.3g} floats per sample, over the "
+                         f"limit of {MAX_VALUE_ELEMENTS}")
+    return shape
 
 
 def plan(graph: Graph, backend: str, source: str = "model") -> list[Step]:
