@@ -15,7 +15,7 @@ import numpy as np
 
 # IDX type byte -> big-endian dtype (http://yann.lecun.com/exdb/mnist/ describes the layout).
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-MAX_INPUT_BYTES = 2**31  # refuse to inflate more than 2 GiB from one input file
+MAX_INPUT_BYTES = 2**30  # refuse to read more than 1 GiB from one input file (a phone)
 
 
 class InputError(ValueError):
@@ -68,29 +68,58 @@ def read_array(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file")
     lower = path.lower()
-    if lower.endswith(".npy") or lower.endswith(".npz"):
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise InputError(f"{path}: not a readable NumPy file: {e}") from None
-        if isinstance(loaded, np.ndarray):
-            return loaded, None
-        with loaded:
-            names = list(loaded.files)
-            x_name = next((n for n in ("x", "images") if n in names), None)
-            if x_name is None:
-                if len(names) != 1:
-                    raise InputError(f"{path}: expected arrays 'x' (and optional 'y'), found "
-                                     f"{names}")
-                x_name = names[0]
-            y_name = next((n for n in ("y", "labels") if n in names), None)
-            try:
-                x = loaded[x_name]
-                y = loaded[y_name] if y_name else None
-            except (ValueError, zipfile.BadZipFile, OSError) as e:
-                raise InputError(f"{path}: cannot read array: {e}") from None
-            return x, y
+    try:
+        if lower.endswith(".npy"):
+            with open(path, "rb") as f:
+                return _read_npy(f, os.path.getsize(path), path), None
+        if lower.endswith(".npz"):
+            return _read_npz(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"{path}: not a readable NumPy file: {e}") from None
     return read_idx(path), None
+
+
+def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    with zipfile.ZipFile(path) as z:
+        members = {name[:-4]: name for name in z.namelist() if name.endswith(".npy")}
+        x_name = next((n for n in ("x", "images") if n in members), None)
+        if x_name is None:
+            if len(members) != 1:
+                raise InputError(f"{path}: expected arrays 'x' (and optional 'y'), found "
+                                 f"{sorted(members)}")
+            x_name = next(iter(members))
+        y_name = next((n for n in ("y", "labels") if n in members), None)
+
+        def member(name):
+            with z.open(members[name]) as f:
+                return _read_npy(f, z.getinfo(members[name]).file_size, f"{path}:{name}")
+
+        return member(x_name), (member(y_name) if y_name else None)
+
+
+def _read_npy(f, size: int, source: str) -> np.ndarray:
+    """One .npy stream whose header is checked against the bytes there before allocating."""
+    version = np.lib.format.read_magic(f)
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if read_header is None:
+        raise InputError(f"{source}: unsupported .npy version {version}")
+    shape, fortran, dtype = read_header(f)
+    if dtype.hasobject:
+        raise InputError(f"{source}: holds Python objects, not numbers")
+    need = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    have = size - f.tell()
+    if need > min(have, MAX_INPUT_BYTES):
+        raise InputError(f"{source}: header claims shape {shape} of {dtype} ({need} bytes), "
+                         f"but the file holds {have} bytes of data")
+    data = f.read(need)
+    if len(data) < need:
+        raise InputError(f"{source}: truncated array data ({len(data)} of {need} bytes)")
+    order = "F" if fortran else "C"
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order=order).astype(
+        dtype.newbyteorder("="), copy=False)
 
 
 def as_nchw(images: np.ndarray, input_shape: tuple[int, ...], source: str) -> np.ndarray:
