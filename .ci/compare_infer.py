@@ -12,7 +12,7 @@ def main(a_path: str, b_path: str, rtol: float = 1e-4) -> int:
         print(f"{a_path}: {len(ra)} results, {b_path}: {len(rb)}")
         return 1
     worst = 0.0
-    for i, (x, y) in enumerate(zip(ra, rb)):
+    for i, (x, y) in enumerate(zip(ra, rb, strict=True)):
         if x["top"][0]["index"] != y["top"][0]["index"]:
             print(f"image {i}: top-1 {x['top'][0]['index']} ({a['backend']}) vs "
                   f"{y['top'][0]['index']} ({b['backend']})")

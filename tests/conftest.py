@@ -15,7 +15,8 @@ settings.register_profile(
     "arm64", max_examples=8, deadline=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
 # ---- shared fixtures ------------------------------------------------------------------------
