@@ -16,7 +16,7 @@ import formats
 from compress import pipeline, state, zoo
 from compress.config import DEFAULTS, CompressionConfig
 from compress.datasets import DatasetError, load_fashion_mnist
-from compress.trainer import Dense, TrainConfig, train
+from compress.trainer import Dense
 from engine.errors import ModelError
 from engine.inputs import InputError
 
@@ -36,7 +36,7 @@ def _config(args) -> CompressionConfig:
         epochs = getattr(args, f"{stage}_epochs", None)
         if epochs is not None:
             getattr(cfg, stage).epochs = epochs
-    for stage in ("retrain", "finetune"):
+    for stage in ("train", "retrain", "finetune"):
         lr = getattr(args, f"{stage}_lr", None)
         if lr is not None:
             getattr(cfg, stage).lr = lr
@@ -84,37 +84,22 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    graph = zoo.build(args.model, seed=args.seed)
-    data = _data(args)
-    cfg = _config(args)
-    params = _params(args, graph)
-    train(graph, params, data.x_train, data.y_train,
-          TrainConfig(epochs=cfg.train.epochs, lr=args.lr or cfg.train.lr, seed=args.seed),
-          progress=not args.quiet)
-    state.save(args.out, params)
-    print(pipeline.format_table([pipeline._summary("float", graph, params, data)]))
-    return 0
+def _stage(stage_fn, label):
+    """A single-stage command: weights in (--init, or the model's initial ones), weights out."""
+    def command(args) -> int:
+        graph = zoo.build(args.model, seed=args.seed)
+        data = _data(args)
+        params = stage_fn(graph, _params(args, graph), data, _config(args), seed=args.seed,
+                          progress=not args.quiet)
+        state.save(args.out, params)
+        print(pipeline.format_table([pipeline.summarize(label, graph, params, data)]))
+        return 0
+    return command
 
 
-def cmd_prune(args) -> int:
-    graph = zoo.build(args.model, seed=args.seed)
-    data = _data(args)
-    params = pipeline.prune_stage(graph, _params(args, graph), data, _config(args),
-                                  seed=args.seed, progress=not args.quiet)
-    state.save(args.out, params)
-    print(pipeline.format_table([pipeline._summary("pruned", graph, params, data)]))
-    return 0
-
-
-def cmd_quantize(args) -> int:
-    graph = zoo.build(args.model, seed=args.seed)
-    data = _data(args)
-    params = pipeline.quantize_stage(graph, _params(args, graph), data, _config(args),
-                                     seed=args.seed, progress=not args.quiet)
-    state.save(args.out, params)
-    print(pipeline.format_table([pipeline._summary("shared", graph, params, data)]))
-    return 0
+cmd_train = _stage(pipeline.train_stage, "float")
+cmd_prune = _stage(pipeline.prune_stage, "pruned")
+cmd_quantize = _stage(pipeline.quantize_stage, "shared")
 
 
 def cmd_pack(args) -> int:
@@ -156,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--retrain-epochs", type=int, help="epochs per pruning step")
         sp.add_argument("--finetune-epochs", type=int, help="centroid fine-tuning epochs")
         sp.add_argument("--prune-steps", type=int)
+        sp.add_argument("--train-lr", type=float, help="learning rate of float training")
         sp.add_argument("--retrain-lr", type=float, help="learning rate of pruning retraining")
         sp.add_argument("--finetune-lr", type=float, help="learning rate of centroid tuning")
 
@@ -163,9 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(r, "the .pnn file to write")
     r.add_argument("--keep", metavar="DIR",
                    help="also save each stage's weights as DIR/<stage>.npz")
-    t = sub.add_parser("train", help="train float weights")
-    common(t, "weights .npz to write")
-    t.add_argument("--lr", type=float)
+    common(sub.add_parser("train", help="train float weights"), "weights .npz to write")
     common(sub.add_parser("prune", help="iterative magnitude pruning with retraining"),
            "masked weights .npz to write")
     common(sub.add_parser("quantize", help="k-means weight sharing + centroid fine-tuning"),

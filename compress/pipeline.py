@@ -62,7 +62,7 @@ def storage_estimate(params: dict, index_bits: int = 8) -> int:
     return total
 
 
-def _summary(stage, graph, params, data, exact_bytes=None) -> StageReport:
+def summarize(stage, graph, params, data, exact_bytes=None) -> StageReport:
     weights = weights_of(params)
     nnz = sum(int(np.count_nonzero(w)) for w in weights.values())
     bits = "/".join(str(packing.code_bits(p.centroids.shape[-1])) for p in params.values()
@@ -88,22 +88,29 @@ def run(graph: Graph, data, config: CompressionConfig, out: str, *, params=None,
         log(f"\n== {row.stage} ==\n{format_table(rows)}")
 
     if params is None:
-        params = {k: Dense(np.array(v, np.float32)) for k, v in graph.tensors.items()}
-        train(graph, params, data.x_train, data.y_train,
-              TrainConfig(epochs=config.train.epochs, lr=config.train.lr, seed=seed),
-              progress=progress, desc="train")
-    report(_summary("float", graph, params, data), params)
+        params = train_stage(graph, None, data, config, seed=seed, progress=progress)
+    report(summarize("float", graph, params, data), params)
 
     params = prune_stage(graph, params, data, config, seed=seed, progress=progress)
-    report(_summary("pruned", graph, params, data), params)
+    report(summarize("pruned", graph, params, data), params)
 
     params = quantize_stage(graph, params, data, config, seed=seed, progress=progress)
-    report(_summary("shared", graph, params, data), params)
+    report(summarize("shared", graph, params, data), params)
 
     size = packing.pack(graph, params, out)
-    report(_summary("huffman", graph, params, data, exact_bytes=size))
+    report(summarize("huffman", graph, params, data, exact_bytes=size))
     log(f"\nwrote {out} ({size:,} bytes, {rows[-1].ratio:.1f}x smaller than float32)")
     return rows
+
+
+def train_stage(graph, params, data, config: CompressionConfig, *, seed=0, progress=True):
+    """Float training, from the graph's initial weights when `params` is None."""
+    if params is None:
+        params = {k: Dense(np.array(v, np.float32)) for k, v in graph.tensors.items()}
+    train(graph, params, data.x_train, data.y_train,
+          TrainConfig(epochs=config.train.epochs, lr=config.train.lr, seed=seed),
+          progress=progress, desc="train")
+    return params
 
 
 def prune_stage(graph, params, data, config: CompressionConfig, *, seed=0, progress=True):
