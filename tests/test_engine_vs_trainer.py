@@ -35,9 +35,8 @@ def test_engine_matches_trainer_forward_on_real_images(which, backend, tiny_pnn,
     assert np.abs(got - want).max() <= 1e-4 * scale + 1e-5
 
 
+@pytest.mark.skipif(not HAVE_NUMBA, reason="Numba unavailable: one backend to compare")
 def test_backends_agree_on_the_demo_model(fashion_mnist):
-    if not HAVE_NUMBA:
-        pytest.skip("numba not installed: only one backend to compare")
     x = fashion_mnist.x_test[:512]
     a = engine.load(DEMO_MODEL, backend="numpy")
     b = engine.load(DEMO_MODEL, backend="numba")
