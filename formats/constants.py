@@ -32,8 +32,10 @@ FLAGS_KNOWN = 0
 SECTION_ENTRY = struct.Struct("<IIQQII")
 SECTION_ENTRY_SIZE = SECTION_ENTRY.size  # 32
 
-SECTION_METADATA = 1
+SECTION_METADATA = 1       # UTF-8 JSON
 SECTION_TENSOR = 2
+SECTION_METADATA_ZLIB = 3  # the same JSON, zlib-compressed (RFC 1950); what the writer emits
+METADATA_KINDS = (SECTION_METADATA, SECTION_METADATA_ZLIB)
 SECTION_OPTIONAL_BIT = 0x80000000  # a type with this bit set may be skipped if unknown
 SECTION_ALIGN = 32                 # every section starts at a multiple of this; padding is zeros
 

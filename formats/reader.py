@@ -33,6 +33,7 @@ from formats.constants import (
     MAX_NDIM,
     MAX_REL_BITS,
     MAX_SECTIONS,
+    METADATA_KINDS,
     MIN_BITS,
     MIN_REL_BITS,
     MODE_NAMES,
@@ -40,7 +41,7 @@ from formats.constants import (
     MODE_SCALED,
     SECTION_ALIGN,
     SECTION_ENTRY,
-    SECTION_METADATA,
+    SECTION_METADATA_ZLIB,
     SECTION_OPTIONAL_BIT,
     SECTION_TENSOR,
     TENSOR_HEAD,
@@ -220,7 +221,7 @@ class PnnFile:
                 raw, i * SECTION_ENTRY.size)
             if r0 or r1:
                 raise LayoutError("reserved section-table field is not zero", section=i, offset=at)
-            if kind not in (SECTION_METADATA, SECTION_TENSOR) and not kind & SECTION_OPTIONAL_BIT:
+            if kind not in (*METADATA_KINDS, SECTION_TENSOR) and not kind & SECTION_OPTIONAL_BIT:
                 raise UnsupportedVersionError(
                     f"required section type {kind} is unknown to this reader (file version "
                     f"{self.version[0]}.{self.version[1]}, reader "
@@ -236,9 +237,9 @@ class PnnFile:
                                   f"of the {self.file_size}-byte file", section=i, offset=at)
             prev_end = offset + length
             sections.append(_Section(i, kind, offset, length, crc))
-        if sections[0].kind != SECTION_METADATA:
+        if sections[0].kind not in METADATA_KINDS:
             raise LayoutError("section 0 is not the metadata", section=0, offset=HEADER_SIZE)
-        if any(s.kind == SECTION_METADATA for s in sections[1:]):
+        if any(s.kind in METADATA_KINDS for s in sections[1:]):
             raise LayoutError("more than one metadata section", offset=HEADER_SIZE)
         self._sections = sections
 
@@ -248,6 +249,8 @@ class PnnFile:
             raise LayoutError(f"metadata of {sec.length} bytes exceeds the limit of "
                               f"{MAX_METADATA_BYTES}", section=0, offset=sec.offset)
         raw = self._read_section(sec, f)
+        if sec.kind == SECTION_METADATA_ZLIB:
+            raw = _inflate_metadata(raw, sec.offset)
         try:
             doc = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -441,3 +444,20 @@ def _parse(cur: _Cursor, expected: str, sec: _Section, decode: bool = False):
         codebook=book.reshape(rows, k) if mode == MODE_PER_CHANNEL else book,
         scale=scale, bits=bits)
     return info, value
+
+
+def _inflate_metadata(data: bytes, offset: int) -> bytes:
+    """Inflate zlib-compressed metadata, stopping at the size limit (no zip bombs)."""
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(data, MAX_METADATA_BYTES + 1)
+    except zlib.error as e:
+        raise LayoutError(f"metadata is not a valid zlib stream ({e})", section=0,
+                          offset=offset) from None
+    if len(raw) > MAX_METADATA_BYTES or d.unconsumed_tail:
+        raise LayoutError(f"metadata inflates past the limit of {MAX_METADATA_BYTES} bytes",
+                          section=0, offset=offset)
+    if not d.eof or d.unused_data:
+        raise LayoutError("metadata zlib stream is incomplete or followed by extra bytes",
+                          section=0, offset=offset)
+    return raw

@@ -355,6 +355,26 @@ def test_bad_metadata_json(tmp_path, meta):
         formats.open(file_with([(C.SECTION_METADATA, meta), (C.SECTION_TENSOR, b"")], tmp_path))
 
 
+@pytest.mark.parametrize("meta, needle", [
+    (b"\x78\x9c not deflate", "zlib"),
+    (zlib.compress(b"{" + b" " * (C.MAX_METADATA_BYTES + 10) + b"}"), "limit"),  # a bomb
+    (zlib.compress(b'{"metadata":{},"tensors":[]}')[:-3], "incomplete"),
+    (zlib.compress(b'{"metadata":{},"tensors":[]}') + b"extra", "extra"),
+])
+def test_bad_compressed_metadata(tmp_path, meta, needle):
+    with pytest.raises(formats.LayoutError, match=needle):
+        formats.open(file_with([(C.SECTION_METADATA_ZLIB, meta)], tmp_path))
+
+
+def test_plain_and_compressed_metadata_read_alike(tmp_path):
+    doc = b'{"metadata":{"a":[1,2]},"tensors":[]}'
+    plain = formats.open(file_with([(C.SECTION_METADATA, doc)], tmp_path))
+    packed = file_with([(C.SECTION_METADATA_ZLIB, zlib.compress(doc))], tmp_path)
+    assert plain.metadata == formats.open(packed).metadata == {"a": [1, 2]}
+    formats.write(tmp_path / "w.pnn", {"a": [1, 2]}, {})
+    assert formats.open(tmp_path / "w.pnn")._sections[0].kind == C.SECTION_METADATA_ZLIB
+
+
 def tensor_head(shape, encoding=C.ENCODING_CODEBOOK, name=b"t") -> bytes:
     return (C.TENSOR_NAME_LEN.pack(len(name)) + name + C.TENSOR_HEAD.pack(encoding, len(shape), 0)
             + b"".join(C.DIM.pack(d) for d in shape))
