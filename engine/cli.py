@@ -18,7 +18,7 @@ import numpy as np
 import formats
 from engine import planner
 from engine.errors import ModelError
-from engine.inputs import InputError, read_array
+from engine.inputs import InputError, as_nchw, read_array
 from engine.runtime import load
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -69,11 +69,12 @@ def cmd_infer(args) -> int:
     names = model.labels
     results, seconds, correct, known = [], 0.0, 0, 0
     for source, images, labels in _read_inputs(inputs, args.labels):
-        n = _count(images, model.input_shape, source)
+        images = as_nchw(images, model.input_shape, source)  # a view: raw values stay raw
+        n = images.shape[0]
         if labels is not None and labels.shape[0] != n:
             raise InputError(f"{source}: {n} images but {labels.shape[0]} labels")
         for start in range(0, n, args.batch):
-            batch = _slice(images, start, args.batch, n)
+            batch = images[start:start + args.batch]
             t0 = time.perf_counter()
             probs = _softmax(model.run(model.preprocess(batch)))
             seconds += time.perf_counter() - t0
@@ -108,25 +109,6 @@ def cmd_infer(args) -> int:
 
 def _name(names: list[str], k: int) -> str:
     return names[k] if 0 <= k < len(names) else str(k)
-
-
-def _count(images: np.ndarray, input_shape, source: str) -> int:
-    """Number of images in an HW / CHW / NHW / NCHW array (validated by a preprocess of one)."""
-    c, h, w = input_shape
-    if images.ndim == 2 or (images.ndim == 3 and c > 1 and images.shape[0] == c):
-        n = 1
-    elif images.ndim in (3, 4):
-        n = images.shape[0]
-    else:
-        n = 0
-    if images.shape[-2:] != (h, w) or n == 0 or (images.ndim == 4 and images.shape[1] != c):
-        raise InputError(f"{source}: images of shape {tuple(images.shape)} do not fit the "
-                         f"model's input (C, H, W) = ({c}, {h}, {w})")
-    return n
-
-
-def _slice(images: np.ndarray, start: int, size: int, n: int) -> np.ndarray:
-    return images if n == 1 else images[start:start + size]
 
 
 # ---- info ------------------------------------------------------------------------------------
