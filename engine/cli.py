@@ -19,6 +19,7 @@ import formats
 from engine import planner
 from engine.errors import ModelError
 from engine.inputs import InputError, as_nchw, read_array
+from engine.ops import OPS
 from engine.runtime import load
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -53,32 +54,20 @@ def _read_inputs(paths: list[str], labels_path: str | None):
         yield path, images, labels
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def cmd_infer(args) -> int:
-    model_path = args.model or str(DEMO_MODEL)
-    inputs = args.inputs or [str(DEMO_SAMPLES)]
-    t_load = time.perf_counter()
-    model = load(model_path, backend=args.backend, threads=args.threads)
-    model.run(np.zeros((1, *model.input_shape), np.float32))  # compile / load Numba's cache
-    load_seconds = time.perf_counter() - t_load
+def _classify(model, inputs, labels_path, batch_size, top_k):
+    """Yield one result dict per image, running the model one batch at a time."""
+    softmax = OPS["softmax"].build({"axis": 1}, {}, model.backend)
     names = model.labels
-    results, seconds, correct, known = [], 0.0, 0, 0
-    for source, images, labels in _read_inputs(inputs, args.labels):
+    for source, images, labels in _read_inputs(inputs, labels_path):
         images = as_nchw(images, model.input_shape, source)  # a view: raw values stay raw
         n = images.shape[0]
         if labels is not None and labels.shape[0] != n:
             raise InputError(f"{source}: {n} images but {labels.shape[0]} labels")
-        for start in range(0, n, args.batch):
-            batch = images[start:start + args.batch]
+        for start in range(0, n, batch_size):
             t0 = time.perf_counter()
-            probs = _softmax(model.run(model.preprocess(batch)))
-            seconds += time.perf_counter() - t0
-            top = np.argsort(-probs, axis=1, kind="stable")[:, : args.top]
+            probs = softmax(model.run(model.preprocess(images[start:start + batch_size])))
+            seconds = time.perf_counter() - t0
+            top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
             for i in range(probs.shape[0]):
                 item = {"input": source if n == 1 else f"{source}[{start + i}]",
                         "top": [{"index": int(k), "label": _name(names, k),
@@ -86,24 +75,40 @@ def cmd_infer(args) -> int:
                 if labels is not None:
                     truth = int(labels[start + i])
                     item["true"] = {"index": truth, "label": _name(names, truth)}
-                    known += 1
-                    correct += int(top[i, 0] == truth)
-                results.append(item)
+                yield item, seconds / probs.shape[0]
+
+
+def cmd_infer(args) -> int:
+    model_path = args.model or str(DEMO_MODEL)
+    t_load = time.perf_counter()
+    model = load(model_path, backend=args.backend, threads=args.threads)
+    model.run(np.zeros((1, *model.input_shape), np.float32))  # compile / load Numba's cache
+    load_seconds = time.perf_counter() - t_load
+    results, images, seconds, correct, known = [], 0, 0.0, 0, 0
+    for item, item_seconds in _classify(model, args.inputs or [str(DEMO_SAMPLES)], args.labels,
+                                        args.batch, args.top):
+        images += 1
+        seconds += item_seconds
+        if "true" in item:
+            known += 1
+            correct += int(item["top"][0]["index"] == item["true"]["index"])
+        if args.json:
+            results.append(item)
+        else:  # stream: a 10,000-image file shows answers as they come
+            tops = "  ".join(f"{t['label']} {t['prob']:.3f}" for t in item["top"])
+            truth = f"  (true: {item['true']['label']})" if "true" in item else ""
+            print(f"{item['input']}: {tops}{truth}")
     accuracy = correct / known if known else None
     if args.json:
         json.dump({"model": model_path, "backend": model.backend, "seconds": seconds,
-                   "load_seconds": load_seconds, "images": len(results), "accuracy": accuracy,
+                   "load_seconds": load_seconds, "images": images, "accuracy": accuracy,
                    "results": results}, sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
-    for item in results:
-        tops = "  ".join(f"{t['label']} {t['prob']:.3f}" for t in item["top"])
-        truth = f"  (true: {item['true']['label']})" if "true" in item else ""
-        print(f"{item['input']}: {tops}{truth}")
     if accuracy is not None:
         print(f"accuracy: {correct}/{known} = {100 * accuracy:.2f}%")
-    print(f"backend: {model.backend}; {len(results)} images in {seconds:.4f} s "
-          f"({1e3 * seconds / max(len(results), 1):.3f} ms/image; load {load_seconds:.3f} s)")
+    print(f"backend: {model.backend}; {images} images in {seconds:.4f} s "
+          f"({1e3 * seconds / max(images, 1):.3f} ms/image; load {load_seconds:.3f} s)")
     return 0
 
 
