@@ -36,4 +36,28 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-__all__ = ["BACKENDS", "HAVE_NUMBA", "Kernel", "check_backend", "get_threads", "set_threads"]
+def dense_bias(bias) -> np.ndarray | None:
+    """A bias as contiguous float32 (biases are stored raw; a codebook bias is expanded)."""
+    if bias is None:
+        return None
+    dense = bias.to_dense() if hasattr(bias, "to_dense") else bias
+    return np.ascontiguousarray(dense, dtype=np.float32)
+
+
+def csr_codebook_arrays(weight) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(indptr, indices, codes, row table) of a CodebookTensor, in the kernels' dtypes.
+    Validated once here, so each call of a kernel can skip its O(nnz) range scans."""
+    weight.validate()
+    return (np.ascontiguousarray(weight.indptr, dtype=np.int64),
+            np.ascontiguousarray(weight.indices, dtype=np.int32),
+            np.ascontiguousarray(weight.codes), weight.row_table())
+
+
+def weight_info(weight) -> dict:
+    """What a planner logs about a layer's weight."""
+    return {"shape": tuple(int(s) for s in weight.shape),
+            "density": weight.density if hasattr(weight, "density") else 1.0}
+
+
+__all__ = ["BACKENDS", "HAVE_NUMBA", "Kernel", "check_backend", "csr_codebook_arrays",
+           "dense_bias", "get_threads", "set_threads", "weight_info"]

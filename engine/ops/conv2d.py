@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.kernels import Kernel, check_backend
+from engine.kernels import Kernel, check_backend, csr_codebook_arrays, dense_bias, weight_info
 from engine.kernels.dense import conv2d_nchw_csr_scipy, conv2d_nchw_im2col, pair, to_scipy_csr
 from engine.kernels.sparse import conv2d_nchw_csr_codebook, conv_out_size
 from formats import CodebookTensor
@@ -79,13 +79,8 @@ def build(attrs: dict, params: dict, backend: str) -> Kernel:
     if len(weight.shape) != 4:
         raise ValueError(f"conv2d: weight must be (O, C, KH, KW), got {tuple(weight.shape)}")
     o, c, kh, kw = (int(s) for s in weight.shape)
-    bias = params.get("bias")
-    if bias is not None:
-        bias = np.ascontiguousarray(
-            bias.to_dense() if isinstance(bias, CodebookTensor) else bias, dtype=np.float32)
+    bias = dense_bias(params.get("bias"))
     name = select_kernel(weight, backend)
-    info = {"shape": (o, c, kh, kw),
-            "density": weight.density if isinstance(weight, CodebookTensor) else 1.0}
 
     if name == "conv2d_nchw_im2col":
         w = np.ascontiguousarray(weight, dtype=np.float32)
@@ -98,13 +93,9 @@ def build(attrs: dict, params: dict, backend: str) -> Kernel:
         def fn(x):
             return conv2d_nchw_csr_scipy(x, csr, bias, kh, kw, (sh, sw), (ph, pw))
     else:
-        indptr = np.ascontiguousarray(weight.indptr, dtype=np.int64)
-        indices = np.ascontiguousarray(weight.indices, dtype=np.int32)
-        codes = np.ascontiguousarray(weight.codes)
-        table = weight.row_table()
-        weight.validate()  # once here, so each call skips the O(nnz) range scans
+        indptr, indices, codes, table = csr_codebook_arrays(weight)
 
         def fn(x):
             return conv2d_nchw_csr_codebook(x, indptr, indices, codes, table, bias,
                                             kh, kw, sh, sw, ph, pw, check=False)
-    return Kernel(name, fn, info)
+    return Kernel(name, fn, weight_info(weight))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.kernels import Kernel, check_backend
+from engine.kernels import Kernel, check_backend, csr_codebook_arrays, dense_bias, weight_info
 from engine.kernels.dense import gemm, gemm_csr_scipy, to_scipy_csr
 from engine.kernels.sparse import gemm_csr_codebook
 from formats import CodebookTensor
@@ -47,13 +47,8 @@ def build(attrs: dict, params: dict, backend: str) -> Kernel:
     if len(weight.shape) != 2:
         raise ValueError(f"linear: weight must be (O, I), got {tuple(weight.shape)}")
     o, i = (int(s) for s in weight.shape)
-    bias = params.get("bias")
-    if bias is not None:
-        bias = np.ascontiguousarray(
-            bias.to_dense() if isinstance(bias, CodebookTensor) else bias, dtype=np.float32)
+    bias = dense_bias(params.get("bias"))
     name = select_kernel(weight, backend)
-    info = {"shape": (o, i),
-            "density": weight.density if isinstance(weight, CodebookTensor) else 1.0}
 
     if name == "gemm":
         w = np.ascontiguousarray(weight, dtype=np.float32)
@@ -66,12 +61,8 @@ def build(attrs: dict, params: dict, backend: str) -> Kernel:
         def fn(x):
             return gemm_csr_scipy(x, csr, bias)
     else:
-        indptr = np.ascontiguousarray(weight.indptr, dtype=np.int64)
-        indices = np.ascontiguousarray(weight.indices, dtype=np.int32)
-        codes = np.ascontiguousarray(weight.codes)
-        table = weight.row_table()
-        weight.validate()  # once here, so each call skips the O(nnz) range scans
+        indptr, indices, codes, table = csr_codebook_arrays(weight)
 
         def fn(x):
             return gemm_csr_codebook(x, indptr, indices, codes, table, bias, check=False)
-    return Kernel(name, fn, info)
+    return Kernel(name, fn, weight_info(weight))
