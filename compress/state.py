@@ -39,14 +39,43 @@ def save_npz(path: str, arrays: dict, compressed: bool = False) -> None:
 
 
 def load(path: str, graph) -> dict:
-    """Parameters for `graph` from a .npz written by `save` (or any name -> array .npz)."""
+    """Parameters for `graph` from a .npz written by `save` (or any name -> array .npz), or
+    from a .pnn file (its codebooks become shared weights, so it can be fine-tuned again)."""
+    if str(path).endswith(".pnn"):
+        return _from_pnn(path, graph)
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            raise ValueError("one array, not named weights")
+        with loaded:
+            arrays = {k: loaded[k] for k in loaded.files}
     except FileNotFoundError:
         raise StateError(f"{path}: no such file") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise StateError(f"{path}: not a readable .npz file: {e}") from None
+        reason = "not an .npz archive" if "pickle" in str(e) else str(e)
+        raise StateError(f"{path}: not a weights .npz ({reason})") from None
+    return _params(arrays, graph, path)
+
+
+def _from_pnn(path: str, graph) -> dict:
+    arrays = {}
+    with formats.open(path) as f:
+        for name in f.tensor_names:
+            t = f.tensor(name)
+            if isinstance(t, formats.CodebookTensor):
+                codes = np.full((t.rows, t.row_size), -1, np.int32)
+                codes[np.repeat(np.arange(t.rows), np.diff(t.indptr)), t.indices] = t.codes
+                arrays[f"codes/{name}"] = codes.reshape(t.shape)
+                # scale x shared codebook -> one codebook per row: the trainer's Shared form
+                arrays[f"centroids/{name}"] = (t.codebook if t.codebook.ndim == 1
+                                               and t.scale is None else t.row_table())
+                arrays[name] = t.to_dense()
+            else:
+                arrays[name] = np.asarray(t, np.float32)
+    return _params(arrays, graph, path)
+
+
+def _params(arrays: dict, graph, path: str) -> dict:
     params = {}
     for name, ref in graph.tensors.items():
         if name not in arrays:

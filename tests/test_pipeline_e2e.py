@@ -92,3 +92,23 @@ def test_bad_init_file_is_a_one_line_error(tmp_path, fashion_mnist):
     p = compress_cli("pack", "--model", "lenet5", "--init", tmp_path / "w.npz", "--out",
                      tmp_path / "x.pnn", ok=False)
     assert "Traceback" not in p.stderr and "w.npz" in p.stderr
+
+
+def test_a_pnn_as_init_repacks_to_the_same_file(tmp_path):
+    from engine.cli import DEMO_MODEL
+
+    out = tmp_path / "again.pnn"
+    compress_cli("pack", "--model", "lenet5", "--init", DEMO_MODEL, "--out", out)
+    assert out.read_bytes() == DEMO_MODEL.read_bytes()
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda p: np.save(p / "one.npy", np.zeros(3)), "one array"),
+    (lambda p: (p / "one.npy").write_bytes(b"junk"), "not a weights .npz"),
+])
+def test_init_that_is_not_weights(tmp_path, make, needle):
+    make(tmp_path)
+    p = compress_cli("pack", "--model", "lenet5", "--init", tmp_path / "one.npy", "--out",
+                     tmp_path / "x.pnn", ok=False)
+    assert "Traceback" not in p.stderr and needle in p.stderr and "one.npy" in p.stderr
+    assert not (tmp_path / "x.pnn").exists()
