@@ -1,4 +1,4 @@
-"""Each weight layer of the demo LeNet-5, three ways: the Numba CSR-codebook kernel, the
+"""Each layer of the demo LeNet-5; weight layers three ways: the Numba CSR-codebook kernel, the
 SciPy CSR path (no Numba), and the dense path on the decompressed weight (im2col + BLAS).
 
     pytest benchmarks/test_layers.py --benchmark-only
@@ -17,13 +17,13 @@ from engine.runtime import read_graph
 
 GRAPH = read_graph(DEMO_MODEL)
 SHAPES = shapes(GRAPH)
-LAYERS = [n for n in GRAPH.nodes if n.params]
 WAYS = ["dense", "numpy"] + (["numba"] if HAVE_NUMBA else [])
+# weight layers three ways; the others (pooling, flatten, relu) have one NumPy kernel
+CASES = [(n, w) for n in GRAPH.nodes for w in (WAYS if n.params else ["numpy"])]
 
 
 @pytest.mark.parametrize("batch", [1, 32])
-@pytest.mark.parametrize("way", WAYS)
-@pytest.mark.parametrize("node", LAYERS, ids=[n.name for n in LAYERS])
+@pytest.mark.parametrize("node, way", CASES, ids=[f"{n.name}-{w}" for n, w in CASES])
 def test_layer(benchmark, node, way, batch):
     params = GRAPH.params_of(node)
     if way == "dense":
