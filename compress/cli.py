@@ -76,7 +76,7 @@ def cmd_run(args) -> int:
     data = _data(args)
     params = state.load(args.init, graph) if args.init else None
     rows = pipeline.run(graph, data, _config(args), args.out, params=params, seed=args.seed,
-                        progress=not args.quiet, keep=args.keep)
+                        progress=not args.quiet, keep=args.keep, bias_dtype=args.bias_dtype)
     acc = pipeline.engine_accuracy(args.out, data.x_test, data.y_test)
     print(f"engine accuracy of {args.out} on {len(data.y_test):,} test images: "
           f"{100 * acc:.2f}% (float {100 * rows[0].accuracy:.2f}%, "
@@ -105,7 +105,7 @@ cmd_quantize = _stage(pipeline.quantize_stage, "shared")
 def cmd_pack(args) -> int:
     graph = zoo.build(args.model, seed=args.seed)
     params = _params(args, graph)
-    size = pipeline.packing.pack(graph, params, args.out)
+    size = pipeline.packing.pack(graph, params, args.out, args.bias_dtype)
     total = sum(np.size(v) for v in graph.tensors.values())
     print(f"wrote {args.out}: {size:,} bytes, {4 * total / size:.1f}x smaller than float32")
     return 0
@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="the whole pipeline: train -> prune -> share -> .pnn")
     common(r, "the .pnn file to write")
+    bias = dict(choices=pipeline.packing.BIAS_DTYPES, default="float16",
+                help="how biases are stored (default float16)")
+    r.add_argument("--bias-dtype", **bias)
     r.add_argument("--keep", metavar="DIR",
                    help="also save each stage's weights as DIR/<stage>.npz")
     common(sub.add_parser("train", help="train float weights"), "weights .npz to write")
@@ -154,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
            "masked weights .npz to write")
     common(sub.add_parser("quantize", help="k-means weight sharing + centroid fine-tuning"),
            "shared weights .npz to write")
-    common(sub.add_parser("pack", help="Huffman-code weights into a .pnn"), ".pnn to write")
+    pk = sub.add_parser("pack", help="Huffman-code weights into a .pnn")
+    common(pk, ".pnn to write")
+    pk.add_argument("--bias-dtype", **bias)
     s = sub.add_parser("samples", help="write the demo's sample images (.npz)")
     s.add_argument("--data", default=DEFAULT_DATA)
     s.add_argument("--out", required=True)

@@ -74,8 +74,8 @@ def summarize(stage, graph, params, data, exact_bytes=None) -> StageReport:
 
 
 def run(graph: Graph, data, config: CompressionConfig, out: str, *, params=None,
-        seed: int = 0, progress: bool = True, log=print, keep: str | None = None
-        ) -> list[StageReport]:
+        seed: int = 0, progress: bool = True, log=print, keep: str | None = None,
+        bias_dtype: str = "float16") -> list[StageReport]:
     """The whole pipeline. `params` (e.g. from --init) skips training from scratch; `keep`
     names a directory where each stage's weights are saved as <stage>.npz."""
     rows: list[StageReport] = []
@@ -97,7 +97,7 @@ def run(graph: Graph, data, config: CompressionConfig, out: str, *, params=None,
     params = quantize_stage(graph, params, data, config, seed=seed, progress=progress)
     report(summarize("shared", graph, params, data), params)
 
-    size = packing.pack(graph, params, out)
+    size = packing.pack(graph, params, out, bias_dtype)
     report(summarize("huffman", graph, params, data, exact_bytes=size))
     log(f"\nwrote {out} ({size:,} bytes, {rows[-1].ratio:.1f}x smaller than float32)")
     return rows
