@@ -112,3 +112,23 @@ def test_init_that_is_not_weights(tmp_path, make, needle):
                      tmp_path / "x.pnn", ok=False)
     assert "Traceback" not in p.stderr and needle in p.stderr and "one.npy" in p.stderr
     assert not (tmp_path / "x.pnn").exists()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_bias_storage(tmp_path, dtype, fashion_mnist):
+    """Biases are stored as asked; the engine computes in float32 either way and the answers
+    match the float32-bias model to float16 precision."""
+    from engine.cli import DEMO_MODEL
+
+    out = tmp_path / f"{dtype}.pnn"
+    compress_cli("pack", "--model", "lenet5", "--init", DEMO_MODEL, "--out", out,
+                 "--bias-dtype", dtype)
+    with formats.open(out) as f:
+        assert f.info("fc1.bias").encoding == {"float16": "f16", "float32": "f32"}[dtype]
+        assert f.tensor("fc1.bias").dtype == np.dtype(dtype)
+    x = fashion_mnist.x_test[:200]
+    exact = engine.load(DEMO_MODEL, backend="numpy")
+    m = engine.load(out, backend="numpy")
+    a, b = exact.run(exact.preprocess(x)), m.run(m.preprocess(x))
+    assert b.dtype == np.float32
+    assert np.abs(a - b).max() <= 1e-3 * np.abs(a).max()
