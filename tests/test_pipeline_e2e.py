@@ -35,12 +35,12 @@ def test_run_lenet300_end_to_end(tmp_path, fashion_mnist):
         assert f"== {stage} ==" in p.stdout
     assert "engine accuracy" in p.stdout
     size = out.stat().st_size
-    assert 4 * 266610 / size > 40  # default densities 4/4.5/13%, 4-bit codebooks
+    assert 4 * 266610 / size > 40  # default densities 4/4.5/13%, 5-bit codebooks
     x, y = fashion_mnist.x_test[:1000], fashion_mnist.y_test[:1000]
     assert engine_accuracy(out, x, y, backend="numpy") > 0.70
     with formats.open(out) as f:
         w = f.tensor("fc1.weight")
-    assert isinstance(w, formats.CodebookTensor) and w.bits <= 4
+    assert isinstance(w, formats.CodebookTensor) and w.bits <= 5  # fc default: 5 bits
     assert w.density == pytest.approx(0.04, abs=0.002)
 
 
@@ -67,7 +67,7 @@ def test_single_stages_chain_into_the_same_kind_of_file(tmp_path, fashion_mnist)
     compress_cli("quantize", "--model", "lenet5", "--init", pr, "--out", q, *SMALL,
                  "--finetune-epochs", "1")
     with np.load(q) as z:
-        assert z["centroids/fc1.weight"].size <= 16
+        assert z["centroids/fc1.weight"].size <= 32  # 5-bit fc default
         codes = z["codes/fc1.weight"]
         assert (codes >= 0).mean() == pytest.approx(0.04, abs=0.001)  # pruning survives
         assert np.all(z["fc1.weight"][codes < 0] == 0)
