@@ -12,13 +12,10 @@ import sys
 
 import numpy as np
 
-import formats
 from compress import pipeline, state, zoo
 from compress.config import DEFAULTS, CompressionConfig
-from compress.datasets import DatasetError, load_fashion_mnist
-from compress.trainer import Dense
-from engine.errors import ModelError
-from engine.inputs import InputError
+from compress.datasets import load_fashion_mnist
+from compress.trainer import params_from_graph
 
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist/"
 
@@ -68,19 +65,15 @@ def _data(args):
 def _params(args, graph):
     if args.init:
         return state.load(args.init, graph)
-    return {k: Dense(np.array(v, np.float32)) for k, v in graph.tensors.items()}
+    return params_from_graph(graph)
 
 
 def cmd_run(args) -> int:
     graph = zoo.build(args.model, seed=args.seed)
     data = _data(args)
     params = state.load(args.init, graph) if args.init else None
-    rows = pipeline.run(graph, data, _config(args), args.out, params=params, seed=args.seed,
-                        progress=not args.quiet, keep=args.keep, bias_dtype=args.bias_dtype)
-    acc = pipeline.engine_accuracy(args.out, data.x_test, data.y_test)
-    print(f"engine accuracy of {args.out} on {len(data.y_test):,} test images: "
-          f"{100 * acc:.2f}% (float {100 * rows[0].accuracy:.2f}%, "
-          f"loss {100 * (rows[0].accuracy - acc):+.2f} points)")
+    pipeline.run(graph, data, _config(args), args.out, params=params, seed=args.seed,
+                 progress=not args.quiet, keep=args.keep, bias_dtype=args.bias_dtype)
     return 0
 
 
@@ -174,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DatasetError, state.StateError, formats.FormatError, ModelError, InputError,
-            ValueError, OSError) as e:
+    except (ValueError, OSError) as e:  # our errors (DatasetError, FormatError...) are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

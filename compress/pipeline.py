@@ -11,7 +11,15 @@ import numpy as np
 from compress import pack as packing
 from compress import prune, quantize, state
 from compress.config import CompressionConfig
-from compress.trainer import Dense, Shared, TrainConfig, evaluate, train, weights_of
+from compress.trainer import (
+    Dense,
+    Shared,
+    TrainConfig,
+    evaluate,
+    params_from_graph,
+    train,
+    weights_of,
+)
 from engine.ir import Graph
 
 
@@ -41,10 +49,6 @@ def format_table(rows: list[StageReport]) -> str:
     return "\n".join(lines)
 
 
-def _weights_names(config: CompressionConfig) -> list[str]:
-    return list(config.densities)
-
-
 def storage_estimate(params: dict, index_bits: int = 8) -> int:
     """Bytes before Huffman coding: float32 or `bits`-wide values, an `index_bits` relative
     index per nonzero of a pruned tensor, float32 codebooks. Dense float tensors: 4 B each."""
@@ -62,12 +66,13 @@ def storage_estimate(params: dict, index_bits: int = 8) -> int:
     return total
 
 
-def summarize(stage, graph, params, data, exact_bytes=None) -> StageReport:
+def summarize(stage, graph, params, data, exact_bytes=None, accuracy=None) -> StageReport:
+    """One table row; `accuracy` None means: evaluate `params` with the trainer."""
     weights = weights_of(params)
     nnz = sum(int(np.count_nonzero(w)) for w in weights.values())
     bits = "/".join(str(packing.code_bits(p.centroids.shape[-1])) for p in params.values()
                     if isinstance(p, Shared)) or "32"
-    acc = evaluate(graph, weights, data.x_test, data.y_test)
+    acc = evaluate(graph, weights, data.x_test, data.y_test) if accuracy is None else accuracy
     size = exact_bytes if exact_bytes is not None else storage_estimate(params)
     return StageReport(stage, acc, sum(w.size for w in weights.values()), nnz, bits, size,
                        exact_bytes is not None)
@@ -98,15 +103,20 @@ def run(graph: Graph, data, config: CompressionConfig, out: str, *, params=None,
     report(summarize("shared", graph, params, data), params)
 
     size = packing.pack(graph, params, out, bias_dtype)
-    report(summarize("huffman", graph, params, data, exact_bytes=size))
+    # The last row is the written file run by the engine: what users get (biases as stored).
+    acc = engine_accuracy(out, data.x_test, data.y_test)
+    report(summarize("huffman", graph, params, data, exact_bytes=size, accuracy=acc))
     log(f"\nwrote {out} ({size:,} bytes, {rows[-1].ratio:.1f}x smaller than float32)")
+    log(f"engine accuracy of {out} on {len(data.y_test):,} test images: {100 * acc:.2f}% "
+        f"(float {100 * rows[0].accuracy:.2f}%, loss {100 * (rows[0].accuracy - acc):+.2f} "
+        f"points)")
     return rows
 
 
 def train_stage(graph, params, data, config: CompressionConfig, *, seed=0, progress=True):
     """Float training, from the graph's initial weights when `params` is None."""
     if params is None:
-        params = {k: Dense(np.array(v, np.float32)) for k, v in graph.tensors.items()}
+        params = params_from_graph(graph)
     train(graph, params, data.x_train, data.y_train,
           TrainConfig(epochs=config.train.epochs, lr=config.train.lr, seed=seed),
           progress=progress, desc="train")

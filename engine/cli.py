@@ -17,18 +17,13 @@ import numpy as np
 
 import formats
 from engine import planner
-from engine.errors import ModelError
 from engine.inputs import InputError, as_nchw, read_array
 from engine.ops import OPS
-from engine.runtime import load
+from engine.runtime import graph_of, load
 
 DATA = Path(__file__).resolve().parent / "data"
 DEMO_MODEL = DATA / "lenet5.pnn"
 DEMO_SAMPLES = DATA / "samples.npz"
-
-
-class CliError(Exception):
-    """A usage problem the CLI reports in one line."""
 
 
 # ---- infer -----------------------------------------------------------------------------------
@@ -123,8 +118,7 @@ def describe(path: str) -> dict:
     with formats.open(path) as f:
         meta, infos = f.metadata, {name: f.info(name) for name in f.tensor_names}
         file_size = f.file_size
-    from engine.ir import Graph  # local: only needs the metadata, not decoded tensors
-    nodes = Graph.from_metadata(meta, dict.fromkeys(infos)).nodes
+    nodes = graph_of(meta, dict.fromkeys(infos), path).nodes  # no tensor decoded
     rows, total_params, total_nnz, total_bytes = [], 0, 0, 0
     for node in nodes:
         if not node.params:
@@ -247,8 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except BrokenPipeError:  # `... | head`: not an error
         return 0
-    except (formats.FormatError, ModelError, InputError, CliError, ValueError, OSError) as e:
-        # Our errors name the file and the problem already; OSError covers unreadable paths.
+    except (ValueError, OSError) as e:
+        # FormatError, ModelError and InputError are ValueErrors that name the file and the
+        # problem already; OSError covers unreadable paths.
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

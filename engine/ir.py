@@ -15,8 +15,6 @@ import numpy as np
 
 from formats import CodebookTensor
 
-Tensor = "np.ndarray | CodebookTensor"
-
 
 @dataclass
 class Node:

@@ -28,7 +28,7 @@ def _identity(path: str) -> tuple:
     try:
         st = os.stat(path)
     except OSError:
-        raise formats.FormatError(f"{path}: no such file", path=path) from None
+        raise formats.FormatError("no such file", path=path) from None
     return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
 
 
@@ -40,15 +40,18 @@ def read_graph(path: str | os.PathLike) -> Graph:
         if key in _GRAPHS:
             return _GRAPHS[key]
     with formats.open(path) as f:
-        tensors = f.tensors()
-        meta = f.metadata
-    try:
-        graph = Graph.from_metadata(meta, tensors)
-    except ValueError as e:
-        raise ModelError(f"{path}: {e}") from None
+        graph = graph_of(f.metadata, f.tensors(), path)
     with _LOCK:
         _GRAPHS[key] = graph
     return graph
+
+
+def graph_of(metadata: dict, tensors: dict, path: str) -> Graph:
+    """The Graph a file's metadata describes; a malformed one is a ModelError naming the file."""
+    try:
+        return Graph.from_metadata(metadata, tensors)
+    except ValueError as e:
+        raise ModelError(f"{path}: {e}") from None
 
 
 def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = None) -> Model:

@@ -178,3 +178,10 @@ def test_numba_backend_without_numba_is_a_clear_error():
     p = subprocess.run([sys.executable, "-m", "engine", "infer", "--json"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and json.loads(p.stdout)["backend"] == "numpy"
+
+
+def test_malformed_graph_metadata(tmp_path):
+    path = tmp_path / "meta.pnn"
+    formats.write(path, {"graph": {"nodes": 3}}, {})
+    for command in ("infer", "info"):
+        assert_one_line_error(run(command, path, ok=False), "meta.pnn", "malformed graph")

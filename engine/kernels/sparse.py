@@ -167,10 +167,10 @@ def conv2d_nchw_csr_codebook_ref(x, indptr, indices, codes, table, bias, kh, kw,
 @njit
 def _conv2d_csr_codebook_rows(xp, xoff, indptr, codes, table, bias, sh, sw, wp, lo, hi, y):
     # Output channels lo..hi-1 of y (N, O, OH, OW). Batch-innermost input: xp is the padded
-    # input (C, HP, WP, N) flattened, xoff[j] the offset in xp of nonzero j's tap for output
-    # pixel (0, 0). One output row of the whole batch, acc (OW*N floats), stays in L1 while
-    # every nonzero of the filter adds into it (with stride 1: one contiguous axpy each), then
-    # it is written out to the N planes.
+    # input (C, HP, WP, N) flattened; xoff[j] * N is the offset in xp of nonzero j's tap for
+    # output pixel (0, 0) (conv2d_tap_offsets: the same for every batch size). One output row
+    # of the whole batch, acc (OW*N floats), stays in L1 while every nonzero of the filter
+    # adds into it (with stride 1: one contiguous axpy each), then it is written to N planes.
     n, _, oh, ow = y.shape
     run = ow * n
     row_step = sh * wp * n
@@ -184,7 +184,7 @@ def _conv2d_csr_codebook_rows(xp, xoff, indptr, codes, table, bias, sh, sw, wp, 
             base = oy * row_step
             for j in range(start, stop):
                 w = table[o, codes[j]]
-                src = base + xoff[j]
+                src = base + xoff[j] * n
                 if sw == 1:
                     # a slice indexed from 0: no negative-index wraparound, so LLVM vectorises
                     xrow = xp[src:src + run]
@@ -213,14 +213,23 @@ def _conv2d_csr_codebook_parallel(xp, xoff, indptr, codes, table, bias, sh, sw, 
         _conv2d_csr_codebook_rows(xp, xoff, indptr, codes, table, bias, sh, sw, wp, o, o + 1, y)
 
 
+def conv2d_tap_offsets(indices, kh: int, kw: int, hp: int, wp: int) -> np.ndarray:
+    """int64 (nnz,): where each nonzero (c, ky, kx) reads a padded (C, HP, WP) input for
+    output pixel (0, 0). Depends on the layer and the input size only: compute it once."""
+    ci, rest = np.divmod(np.asarray(indices, dtype=np.int64), kh * kw)
+    ky, kx = np.divmod(rest, kw)
+    return (ci * hp + ky) * wp + kx
+
+
 def conv2d_nchw_csr_codebook(x, indptr, indices, codes, table, bias, kh, kw,
                              stride_h=1, stride_w=1, pad_h=0, pad_w=0, *,
-                             check: bool = True) -> np.ndarray:
+                             check: bool = True, tap_offsets=None) -> np.ndarray:
     """Direct sparse convolution on codebook indices.
 
     x (N, C, H, W) float32; row o of the CSR is the flattened (C, KH, KW) filter of output
     channel o; table (O, K) float32; bias (O,) or None. Returns (N, O, OH, OW) float32.
-    check=False skips the O(nnz) scans of column and code ranges (the op checked them once).
+    check=False skips the O(nnz) scans of column and code ranges (the op checked them once);
+    tap_offsets is conv2d_tap_offsets(...) for this input size, precomputed by the caller.
     """
     what = "conv2d_nchw_csr_codebook"
     x = _check_x(x, 4, "(N, C, H, W)", what)
@@ -242,9 +251,10 @@ def conv2d_nchw_csr_codebook(x, indptr, indices, codes, table, bias, kh, kw,
         xp = np.zeros((c, hp, wp, n), dtype=np.float32)
         xp[:, ph:ph + h, pw:pw + w, :] = x.transpose(1, 2, 3, 0)
         xp = xp.reshape(-1)
-    ci, rest = np.divmod(indices.astype(np.int64), kh * kw)
-    ky, kx = np.divmod(rest, kw)
-    xoff = ((ci * hp + ky) * wp + kx) * n  # (nnz,) where each nonzero's tap starts
+    xoff = (conv2d_tap_offsets(indices, kh, kw, hp, wp) if tap_offsets is None
+            else np.asarray(tap_offsets, dtype=np.int64))
+    if xoff.shape != indices.shape:
+        raise ValueError(f"{what}: tap_offsets must hold one offset per nonzero")
     o = table.shape[0]
     y = np.empty((n, o, oh, ow), dtype=np.float32)
     args = (xp, xoff, indptr, codes, table, bias, sh, sw, wp)

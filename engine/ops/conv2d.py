@@ -7,7 +7,11 @@ import numpy as np
 
 from engine.kernels import Kernel, check_backend, csr_codebook_arrays, dense_bias, weight_info
 from engine.kernels.dense import conv2d_nchw_csr_scipy, conv2d_nchw_im2col, pair, to_scipy_csr
-from engine.kernels.sparse import conv2d_nchw_csr_codebook, conv_out_size
+from engine.kernels.sparse import (
+    conv2d_nchw_csr_codebook,
+    conv2d_tap_offsets,
+    conv_out_size,
+)
 from formats import CodebookTensor
 
 NAME = "conv2d"
@@ -94,8 +98,13 @@ def build(attrs: dict, params: dict, backend: str) -> Kernel:
             return conv2d_nchw_csr_scipy(x, csr, bias, kh, kw, (sh, sw), (ph, pw))
     else:
         indptr, indices, codes, table = csr_codebook_arrays(weight)
+        taps = {}  # (H, W) of the input -> tap offsets; a model sees one size, so one entry
 
         def fn(x):
+            hw = x.shape[-2:]
+            if hw not in taps:
+                taps[hw] = conv2d_tap_offsets(indices, kh, kw, hw[0] + 2 * ph, hw[1] + 2 * pw)
             return conv2d_nchw_csr_codebook(x, indptr, indices, codes, table, bias,
-                                            kh, kw, sh, sw, ph, pw, check=False)
+                                            kh, kw, sh, sw, ph, pw, check=False,
+                                            tap_offsets=taps[hw])
     return Kernel(name, fn, weight_info(weight))
