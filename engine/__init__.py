@@ -10,7 +10,7 @@ import the kernels or Numba.
 
 _EXPORTS = {
     "load": "engine.runtime", "Model": "engine.runtime",
-    "ModelError": "engine.errors", "InputError": "engine.inputs",
+    "ModelError": "engine.errors", "InputError": "engine.errors",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -13,13 +13,11 @@ import zipfile
 
 import numpy as np
 
+from engine.errors import InputError
+
 # IDX type byte -> big-endian dtype (http://yann.lecun.com/exdb/mnist/ describes the layout).
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 MAX_INPUT_BYTES = 2**30  # refuse to read more than 1 GiB from one input file (a phone)
-
-
-class InputError(ValueError):
-    """An input file that cannot be read as images or labels."""
 
 
 def _open_maybe_gzip(path: str):
