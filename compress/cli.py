@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 
 import numpy as np
 
 from compress import pipeline, state, zoo
 from compress.config import DEFAULTS, CompressionConfig
-from compress.datasets import load_fashion_mnist
+from compress.datasets import DatasetError, load_fashion_mnist
 from compress.trainer import params_from_graph
+from engine.cli import EXPECTED, _positive, guarded
 
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist/"
+
+
+class UsageError(ValueError):
+    """An option value the command cannot use; the message names the flag."""
+
+
+def _non_negative(text: str) -> int:
+    return 0 if text.strip() == "0" else _positive(text)
 
 
 def _config(args) -> CompressionConfig:
@@ -25,9 +33,13 @@ def _config(args) -> CompressionConfig:
     names = list(cfg.densities)
     if getattr(args, "densities", None):
         values = _floats(args.densities, len(names), "--densities")
+        if not all(0.0 <= v <= 1.0 for v in values):
+            raise UsageError(f"--densities: each must be in 0..1, got {args.densities!r}")
         cfg.densities = dict(zip(names, values, strict=True))
     if getattr(args, "bits", None):
         values = [int(v) for v in _floats(args.bits, len(names), "--bits")]
+        if not all(1 <= v <= 16 for v in values):
+            raise UsageError(f"--bits: each must be in 1..16, got {args.bits!r}")
         cfg.bits = dict(zip(names, values, strict=True))
     for stage in ("train", "retrain", "finetune"):
         epochs = getattr(args, f"{stage}_epochs", None)
@@ -46,9 +58,9 @@ def _floats(text: str, n: int, flag: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise ValueError(f"{flag}: expected {n} comma-separated numbers, got {text!r}") from None
+        raise UsageError(f"{flag}: expected {n} comma-separated numbers, got {text!r}") from None
     if len(values) != n:
-        raise ValueError(f"{flag}: expected {n} values (one per weight layer), got {len(values)}")
+        raise UsageError(f"{flag}: expected {n} values (one per weight layer), got {len(values)}")
     return values
 
 
@@ -125,15 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
         if init:
             sp.add_argument("--init", help="start from these weights (.npz of a stage)")
         sp.add_argument("--seed", type=int, default=0)
-        sp.add_argument("--train-limit", type=int, help="use only the first N training images")
-        sp.add_argument("--test-limit", type=int, help="use only the first N test images")
+        sp.add_argument("--train-limit", type=_positive,
+                        help="use only the first N training images")
+        sp.add_argument("--test-limit", type=_positive, help="use only the first N test images")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
         sp.add_argument("--densities", help="fraction kept per weight layer, e.g. 0.5,0.06,...")
         sp.add_argument("--bits", help="codebook bits per weight layer, e.g. 6,6,4,4")
-        sp.add_argument("--train-epochs", type=int)
-        sp.add_argument("--retrain-epochs", type=int, help="epochs per pruning step")
-        sp.add_argument("--finetune-epochs", type=int, help="centroid fine-tuning epochs")
-        sp.add_argument("--prune-steps", type=int)
+        sp.add_argument("--train-epochs", type=_non_negative)
+        sp.add_argument("--retrain-epochs", type=_non_negative, help="epochs per pruning step")
+        sp.add_argument("--finetune-epochs", type=_non_negative, help="centroid fine-tuning epochs")
+        sp.add_argument("--prune-steps", type=_positive)
         sp.add_argument("--train-lr", type=float, help="learning rate of float training")
         sp.add_argument("--retrain-lr", type=float, help="learning rate of pruning retraining")
         sp.add_argument("--finetune-lr", type=float, help="learning rate of centroid tuning")
@@ -156,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("samples", help="write the demo's sample images (.npz)")
     s.add_argument("--data", default=DEFAULT_DATA)
     s.add_argument("--out", required=True)
-    s.add_argument("--count", type=int, default=100)
+    s.add_argument("--count", type=_positive, default=100)
+    for sp in sub.choices.values():
+        sp.add_argument("--debug", action="store_true", help="print the traceback of a bug")
     for name, fn in (("run", cmd_run), ("train", cmd_train), ("prune", cmd_prune),
                      ("quantize", cmd_quantize), ("pack", cmd_pack), ("samples", cmd_samples)):
         sub.choices[name].set_defaults(func=fn)
@@ -165,11 +180,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, OSError) as e:  # our errors (DatasetError, FormatError...) are ValueErrors
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return guarded(args.func, args, EXPECTED + (DatasetError, state.StateError, UsageError))

@@ -66,13 +66,19 @@ def _from_pnn(path: str, graph) -> dict:
                 codes = np.full((t.rows, t.row_size), -1, np.int32)
                 codes[np.repeat(np.arange(t.rows), np.diff(t.indptr)), t.indices] = t.codes
                 arrays[f"codes/{name}"] = codes.reshape(t.shape)
-                # scale x shared codebook -> one codebook per row: the trainer's Shared form
-                arrays[f"centroids/{name}"] = (t.codebook if t.codebook.ndim == 1
-                                               and t.scale is None else t.row_table())
+                arrays[f"centroids/{name}"] = _centroids(t)
                 arrays[name] = t.to_dense()
             else:
                 arrays[name] = np.asarray(t, np.float32)
     return _params(arrays, graph, path)
+
+
+def _centroids(t: formats.CodebookTensor) -> np.ndarray:
+    """The trainer's Shared form: one codebook for the layer, or one per row (a scaled
+    codebook becomes scale[o] x codebook for each row o: training tunes each row's own)."""
+    if t.scale is None:
+        return t.codebook
+    return np.asarray(t.scale, np.float32)[:, None] * np.asarray(t.codebook, np.float32)[None, :]
 
 
 def _params(arrays: dict, graph, path: str) -> dict:

@@ -11,6 +11,7 @@ import the kernels or Numba.
 _EXPORTS = {
     "load": "engine.runtime", "Model": "engine.runtime",
     "ModelError": "engine.errors", "InputError": "engine.errors",
+    "EngineError": "engine.errors", "SettingError": "engine.errors", "Limits": "engine.budget",
 }
 __all__ = sorted(_EXPORTS)
 

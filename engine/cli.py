@@ -1,7 +1,8 @@
 """`python -m engine infer|info|bench`: classify images, describe a model, time a model.
 
-Every expected failure (bad file, bad input, missing Numba) becomes one line on stderr and a
-non-zero exit; tracebacks are for bugs only.
+Every expected failure (a bad file or input, a model over the limits, missing Numba) becomes
+one line on stderr naming the file, the problem, the figure and the limit, with exit status 1.
+Anything else is a bug: one line asking to report it (exit 2), the traceback only with --debug.
 """
 
 from __future__ import annotations
@@ -9,17 +10,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 
 import formats
 from engine import planner
-from engine.inputs import InputError, as_nchw, read_array
+from engine.budget import DEFAULT_MAX_MACS, DEFAULT_MAX_MEMORY, human
+from engine.errors import EngineError, InputError
+from engine.inputs import as_nchw, read_array
 from engine.ops import OPS
-from engine.runtime import graph_of, load
+from engine.report import describe, render
+from engine.runtime import load
 
 DATA = Path(__file__).resolve().parent / "data"
 DEMO_MODEL = DATA / "lenet5.pnn"
@@ -73,15 +79,30 @@ def _classify(model, inputs, labels_path, batch_size, top_k):
                 yield item, seconds / probs.shape[0]
 
 
+def _batch(model, asked: int | None) -> int:
+    """--batch, or the default 64 lowered to what fits max_memory; a --batch that does not fit
+    is refused before any input is read."""
+    fits = model.max_batch()
+    if asked is None:
+        return min(64, fits)
+    if asked > fits:
+        raise InputError(f"{model.source}: --batch {asked} needs {human(model.memory(asked))}, "
+                         f"over the limit of {human(model.limits.max_memory)} (--max-memory); "
+                         f"use --batch {fits} or less")
+    return asked
+
+
 def cmd_infer(args) -> int:
     model_path = args.model or str(DEMO_MODEL)
     t_load = time.perf_counter()
-    model = load(model_path, backend=args.backend, threads=args.threads)
+    model = load(model_path, backend=args.backend, threads=args.threads,
+                 max_memory=args.max_memory, max_macs=args.max_macs)
+    batch = _batch(model, args.batch)
     model.run(np.zeros((1, *model.input_shape), np.float32))  # compile / load Numba's cache
     load_seconds = time.perf_counter() - t_load
     results, images, seconds, correct, known = [], 0, 0.0, 0, 0
     for item, item_seconds in _classify(model, args.inputs or [str(DEMO_SAMPLES)], args.labels,
-                                        args.batch, args.top):
+                                        batch, args.top):
         images += 1
         seconds += item_seconds
         if "true" in item:
@@ -113,60 +134,18 @@ def _name(names: list[str], k: int) -> str:
 
 # ---- info ------------------------------------------------------------------------------------
 
-def describe(path: str) -> dict:
-    """Per-layer sizes of a .pnn file: the data behind `info`."""
-    with formats.open(path) as f:
-        meta, infos = f.metadata, {name: f.info(name) for name in f.tensor_names}
-        file_size = f.file_size
-    nodes = graph_of(meta, dict.fromkeys(infos), path).nodes  # no tensor decoded
-    rows, total_params, total_nnz, total_bytes = [], 0, 0, 0
-    for node in nodes:
-        if not node.params:
-            continue
-        tinfo = [infos[name] for name in node.params.values()]
-        params = sum(int(np.prod(t.shape, dtype=np.int64)) for t in tinfo)
-        nnz = sum(t.nnz for t in tinfo)
-        nbytes = sum(t.nbytes for t in tinfo)
-        weight = infos.get(node.params.get("weight", ""), tinfo[0])
-        rows.append({"name": node.name, "op": node.op, "weight_shape": list(weight.shape),
-                     "params": params, "nonzeros": nnz, "bits": weight.bits,
-                     "encoding": weight.encoding, "bytes": nbytes})
-        total_params += params
-        total_nnz += nnz
-        total_bytes += nbytes
-    return {"model": path, "file_bytes": file_size, "params": total_params,
-            "nonzeros": total_nnz, "tensor_bytes": total_bytes,
-            "float32_bytes": 4 * total_params,
-            "ratio": 4 * total_params / file_size if file_size else None,
-            "layers": rows}
-
-
 def cmd_info(args) -> int:
-    d = describe(args.model)
-    if args.json:
-        print(json.dumps(d, indent=1))
-        return 0
-    head = f"{'layer':<10} {'op':<8} {'weight shape':<16} {'params':>9} {'nonzeros':>9} " \
-           f"{'density':>8} {'bits':>5} {'bytes':>8}"
-    print(head)
-    print("-" * len(head))
-    for r in d["layers"]:
-        shape = "x".join(map(str, r["weight_shape"]))
-        bits = "-" if r["bits"] is None else str(r["bits"])
-        print(f"{r['name']:<10} {r['op']:<8} {shape:<16} {r['params']:>9,} {r['nonzeros']:>9,} "
-              f"{r['nonzeros'] / max(r['params'], 1):>8.2%} {bits:>5} {r['bytes']:>8,}")
-    print("-" * len(head))
-    print(f"{'total':<36} {d['params']:>9,} {d['nonzeros']:>9,} "
-          f"{d['nonzeros'] / max(d['params'], 1):>8.2%} {'':>5} {d['tensor_bytes']:>8,}")
-    print(f"file: {d['file_bytes']:,} bytes; float32 weights: {d['float32_bytes']:,} bytes; "
-          f"compression ratio {d['ratio']:.1f}x")
+    d = describe(args.model, args.backend, args.max_memory, args.max_macs)
+    print(json.dumps(d, indent=1) if args.json else render(d))
     return 0
 
 
 # ---- bench -----------------------------------------------------------------------------------
 
 def cmd_bench(args) -> int:
-    model = load(args.model, backend=args.backend, threads=args.threads)
+    model = load(args.model, backend=args.backend, threads=args.threads,
+                 max_memory=args.max_memory, max_macs=args.max_macs)
+    _batch(model, args.batch)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, *model.input_shape)).astype(np.float32)
     model.run(x)  # warm-up: compiles (or loads the Numba cache) before timing
@@ -194,36 +173,77 @@ def cmd_bench(args) -> int:
 # ---- entry point -----------------------------------------------------------------------------
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def size_arg(text: str) -> int:
+    """'1073741824', '512M', '2G', '1.5g' -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", text.lower())
+    if not m or float(m.group(1)) * _UNITS[m.group(2)] < 1:
+        raise argparse.ArgumentTypeError(f"expected a size such as 512M or 2G, got {text!r}")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def count_arg(text: str) -> int:
+    """'20000000000', '20e9', '2G' -> a count."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kmgt]?)\s*", text.lower())
+    scale = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+    if not m or float(m.group(1)) * scale[m.group(2)] < 1:
+        raise argparse.ArgumentTypeError(f"expected a count such as 20e9 or 20G, got {text!r}")
+    return int(float(m.group(1)) * scale[m.group(2)])
+
+
+def limit_options() -> argparse.ArgumentParser:
+    """--max-memory / --max-macs / --debug, shared by every command (and compress's)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--max-memory", type=size_arg, metavar="SIZE",
+                   help=f"bytes a model may use for weights, activations and workspace "
+                        f"(default {human(DEFAULT_MAX_MEMORY)}; e.g. 512M, 4G)")
+    p.add_argument("--max-macs", type=count_arg, metavar="N",
+                   help=f"multiply-adds per image a model may cost (default "
+                        f"{DEFAULT_MAX_MACS:.0e}; e.g. 50G)")
+    p.add_argument("--debug", action="store_true", help="print the traceback of a bug")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engine", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+    common = [limit_options()]
     backend = dict(choices=planner.BACKENDS, default="auto",
                    help="auto: Numba when installed, else NumPy/SciPy (default: auto)")
 
-    inf = sub.add_parser("infer", help="classify images (no arguments: the bundled demo)")
+    inf = sub.add_parser("infer", parents=common,
+                         help="classify images (no arguments: the bundled demo)")
     inf.add_argument("model", nargs="?", help="a .pnn file (default: the bundled LeNet-5)")
     inf.add_argument("inputs", nargs="*", help=".npy/.npz arrays or IDX[.gz] files "
                      "(default: the bundled Fashion-MNIST samples)")
     inf.add_argument("--top", type=_positive, default=3, help="classes to show (default 3)")
     inf.add_argument("--json", action="store_true", help="print one JSON document")
     inf.add_argument("--backend", **backend)
-    inf.add_argument("--batch", type=_positive, default=64, help="images per run (default 64)")
+    inf.add_argument("--batch", type=_positive,
+                     help="images per run (default 64, fewer if --max-memory requires)")
     inf.add_argument("--threads", type=_positive, help="Numba threads (default: all cores)")
     inf.add_argument("--labels", help="true labels (IDX or .npy) for the accuracy")
     inf.set_defaults(func=cmd_infer)
 
-    info = sub.add_parser("info", help="per-layer sizes and the compression ratio")
+    info = sub.add_parser("info", parents=common,
+                          help="per-node sizes, multiply-adds, memory and the compression ratio")
     info.add_argument("model")
+    info.add_argument("--backend", **backend)
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_info)
 
-    bench = sub.add_parser("bench", help="time the model on random input")
+    bench = sub.add_parser("bench", parents=common, help="time the model on random input")
     bench.add_argument("model", nargs="?", default=str(DEMO_MODEL))
     bench.add_argument("--batch", type=_positive, default=1)
     bench.add_argument("--backend", **backend)
@@ -235,17 +255,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+EXPECTED = (formats.FormatError, EngineError)
+
+
+def guarded(command, args, expected: tuple = EXPECTED) -> int:
+    """Run a CLI command: an expected error is one line on stderr and exit 1; a bug is one line
+    asking for a report and exit 2, with the traceback only under --debug."""
     try:
-        return args.func(args)
+        return command(args)
     except BrokenPipeError:  # `... | head`: not an error
         return 0
-    except (ValueError, OSError) as e:
-        # FormatError, ModelError and InputError are ValueErrors that name the file and the
-        # problem already; OSError covers unreadable paths.
-        print(f"error: {e}", file=sys.stderr)
+    except expected as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a path that cannot be read or written: the message names it
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("error: this machine ran out of memory below --max-memory; lower --batch or "
+              "--max-memory", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: never shown as a raw traceback unless asked for
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        hint = "" if getattr(args, "debug", False) else "; add --debug for the traceback"
+        print(f"error: internal error ({type(e).__name__}: {_one_line(e)[:200]}): a bug in "
+              f"pocketnn, please report it with the command you ran{hint}", file=sys.stderr)
+        return 2
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return guarded(args.func, args)

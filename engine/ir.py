@@ -9,11 +9,16 @@ tensors by role (e.g. {"weight": "conv1.weight", "bias": "conv1.bias"}). Tensors
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from formats import CodebookTensor
+
+# The graph schema and op set this engine reads. A file records the version it needs; a newer
+# one is refused with a message saying so, never run with ops or attributes misunderstood.
+IR_VERSION = 1
 
 
 @dataclass
@@ -69,6 +74,7 @@ class Graph:
         """The JSON-able description stored in a .pnn file's metadata section."""
         return {
             "graph": {
+                "ir_version": IR_VERSION,
                 "input": {"name": self.input_name, "shape": list(self.input_shape)},
                 "output": self.output_name,
                 "nodes": [
@@ -85,31 +91,90 @@ class Graph:
 
     @classmethod
     def from_metadata(cls, meta: dict, tensors: dict[str, object]) -> Graph:
-        """Inverse of to_metadata. Raises ValueError naming what is malformed."""
-        try:
-            g = meta["graph"]
-            nodes = [Node(op=str(n["op"]), name=str(n["name"]), inputs=list(n["inputs"]),
-                          outputs=list(n["outputs"]), attrs=dict(n.get("attrs", {})),
-                          params=dict(n.get("params", {})))
-                     for n in g["nodes"]]
-            pre = meta.get("preprocess", {})
-            graph = cls(
-                nodes=nodes,
-                input_name=str(g["input"]["name"]),
-                input_shape=tuple(int(s) for s in g["input"]["shape"]),
-                output_name=str(g["output"]),
-                tensors=tensors,
-                labels=[str(s) for s in meta.get("labels", [])],
-                preprocess=Preprocess(scale=float(pre.get("scale", 1.0)),
-                                      mean=[float(v) for v in pre.get("mean", [0.0])],
-                                      std=[float(v) for v in pre.get("std", [1.0])]),
-                producer=str(meta.get("producer", "")),
-            )
-        except (KeyError, TypeError, AttributeError) as e:
-            raise ValueError(f"malformed graph metadata: {type(e).__name__}: {e}") from None
+        """Inverse of to_metadata. The metadata is untrusted: every field's type is checked
+        (a string where a list belongs would be read letter by letter). Raises ValueError
+        naming what is malformed, or that the file needs a newer engine."""
+        if not isinstance(meta, dict) or not isinstance(meta.get("graph"), dict):
+            raise ValueError("malformed graph metadata: no 'graph' object")
+        g = meta["graph"]
+        version = g.get("ir_version", 1)  # files written before versioning are version 1
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"malformed graph metadata: ir_version {_short(version)}")
+        if version > IR_VERSION:
+            raise ValueError(f"the file needs graph IR version {version}; this engine reads up "
+                             f"to {IR_VERSION}: upgrade pocketnn to run it")
+        nodes_raw = _typed(g.get("nodes"), list, "graph.nodes")
+        nodes = []
+        for i, n in enumerate(nodes_raw):
+            n = _typed(n, dict, f"node {i}")
+            name = _typed(n.get("name"), str, f"node {i} name")
+            nodes.append(Node(
+                op=_typed(n.get("op"), str, f"node {name!r} op"),
+                name=name,
+                inputs=_strings(n.get("inputs"), f"node {name!r} inputs"),
+                outputs=_strings(n.get("outputs"), f"node {name!r} outputs"),
+                attrs=_typed(n.get("attrs", {}), dict, f"node {name!r} attrs"),
+                params=_typed(n.get("params", {}), dict, f"node {name!r} params")))
+        if len({n.name for n in nodes}) != len(nodes):
+            raise ValueError("malformed graph metadata: node names are not unique")
+        inp = _typed(g.get("input"), dict, "graph.input")
+        shape = _typed(inp.get("shape"), list, "graph.input.shape")
+        if len(shape) != 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1
+                                  for d in shape):
+            raise ValueError(f"malformed graph metadata: input shape {_short(shape)} is not "
+                             f"(C, H, W) of positive integers")
+        pre = _typed(meta.get("preprocess", {}), dict, "preprocess")
+        preprocess = Preprocess(scale=_number(pre.get("scale", 1.0), "preprocess.scale"),
+                                mean=_numbers(pre.get("mean", [0.0]), "preprocess.mean"),
+                                std=_numbers(pre.get("std", [1.0]), "preprocess.std"))
+        for what, values in (("mean", preprocess.mean), ("std", preprocess.std)):
+            if len(values) not in (1, shape[0]):
+                raise ValueError(f"malformed graph metadata: preprocess.{what} has "
+                                 f"{len(values)} values for {shape[0]} channels")
+        if any(v == 0 for v in preprocess.std):
+            raise ValueError("malformed graph metadata: preprocess.std holds a zero")
+        graph = cls(
+            nodes=nodes,
+            input_name=_typed(inp.get("name"), str, "graph.input.name"),
+            input_shape=tuple(shape),
+            output_name=_typed(g.get("output"), str, "graph.output"),
+            tensors=tensors,
+            labels=_strings(meta.get("labels", []), "labels"),
+            preprocess=preprocess,
+            producer=str(meta.get("producer", ""))[:200],
+        )
         for node in nodes:
             for role, name in node.params.items():
-                if name not in tensors:
+                if not isinstance(name, str) or name not in tensors:
                     raise ValueError(f"node {node.name!r} ({role}) refers to a missing tensor "
-                                     f"{name!r}")
+                                     f"{_short(name)}")
         return graph
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _typed(v, kind: type, what: str):
+    if not isinstance(v, kind):
+        raise ValueError(f"malformed graph metadata: {what} must be a {kind.__name__}, got "
+                         f"{type(v).__name__}")
+    return v
+
+
+def _strings(v, what: str) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+        raise ValueError(f"malformed graph metadata: {what} must be a list of strings")
+    return list(v)
+
+
+def _number(v, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"malformed graph metadata: {what} must be a finite number, got "
+                         f"{_short(v)}")
+    return float(v)
+
+
+def _numbers(v, what: str) -> list[float]:
+    return [_number(x, what) for x in _typed(v, list, what)]

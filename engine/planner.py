@@ -1,31 +1,31 @@
-"""Turn a Graph into an execution plan: check the graph, infer every shape, and let each op
-choose its kernel once (sparse codebook, SciPy sparse or dense) for the chosen backend."""
+"""Turn a Graph into an execution plan: check the graph, infer every shape, cost every step,
+and let each op choose its kernel once (sparse codebook, SciPy sparse or dense) for the chosen
+backend. The plan knows when each value is read for the last time, so the runtime frees it
+there, and what a run costs (engine/budget.py): nothing is built or run over the limits."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
-import numpy as np
-
-from engine.errors import ModelError
+from engine.budget import Limits, count, human
+from engine.errors import ModelError, SettingError
 from engine.ir import Graph, Node
-from engine.kernels import _jit
+from engine.kernels import Kernel, _jit
 from engine.ops import OPS
 
 BACKENDS = ("auto", "numba", "numpy")
-# A value may hold at most this many floats per sample (256 MiB). MobileNetV2's largest is
-# 1.2 M; the limit only exists so a hostile graph cannot make us allocate without bound.
-MAX_VALUE_ELEMENTS = 2**26
+FLOAT = 4  # every value is float32
 
 
 def resolve_backend(backend: str) -> str:
-    """'auto' -> 'numba' where Numba imports, else 'numpy'. Unknown names raise ValueError."""
+    """'auto' -> 'numba' where Numba imports, else 'numpy'. Unknown names: SettingError."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise SettingError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
         return "numba" if _jit.HAVE_NUMBA else "numpy"
     if backend == "numba" and not _jit.HAVE_NUMBA:
-        raise ValueError("backend 'numba' requested but Numba is not installed "
+        raise SettingError("backend 'numba' requested but Numba is not installed "
                          "(pip install 'pocketnn[numba]', or use --backend numpy)")
     return backend
 
@@ -33,17 +33,39 @@ def resolve_backend(backend: str) -> str:
 @dataclass
 class Step:
     node: Node
-    kernel: object               # engine.ops Kernel: callable with .name
     out_shape: tuple[int, ...]   # per sample, no batch dimension
+    macs: int = 0                # multiply-adds (or element operations) per sample
+    workspace: int = 0           # bytes per sample beyond the input and output values
+    free_after: tuple[str, ...] = ()  # values nobody reads after this step
+    kernel: Kernel | None = field(default=None, repr=False)
+
+
+@dataclass
+class Plan:
+    steps: list[Step]
+    shapes: dict[str, tuple[int, ...]]  # every value, per sample
+    value_bytes: dict[str, int]  # per sample
+    peak: int                    # bytes per sample at the busiest step: live values + workspace
+    peak_step: int               # index of that step
+    macs: int                    # per sample, all steps
+    weights: int = 0             # bytes the prepared parameters hold (independent of batch)
+
+    def memory(self, batch: int) -> int:
+        """Bytes a run of `batch` samples needs at its peak."""
+        return self.weights + batch * self.peak
 
 
 def _param_shape(t) -> tuple[int, ...]:
     return tuple(int(s) for s in t.shape)
 
 
-def shapes(graph: Graph, source: str = "model") -> dict[str, tuple[int, ...]]:
-    """Per-sample shape of every value in the graph. Raises ModelError naming the node."""
-    known = {graph.input_name: _checked(tuple(graph.input_shape), "the graph input", source)}
+def shapes(graph: Graph, source: str = "model",
+           limits: Limits | None = None) -> dict[str, tuple[int, ...]]:
+    """Per-sample shape of every value in the graph. Raises ModelError naming the node; a value
+    larger than the memory limit for one sample is refused here, before anything is built."""
+    limits = limits or Limits()
+    known = {graph.input_name: _checked(tuple(graph.input_shape), "the graph input", source,
+                                        limits)}
     for node in graph.nodes:
         op = OPS.get(node.op)
         if op is None:
@@ -54,36 +76,95 @@ def shapes(graph: Graph, source: str = "model") -> dict[str, tuple[int, ...]]:
         if node.inputs[0] not in known:
             raise ModelError(f"{source}: node {node.name!r} reads {node.inputs[0]!r}, which no "
                              f"earlier node produces")
+        if node.outputs[0] in known:
+            raise ModelError(f"{source}: node {node.name!r} writes {node.outputs[0]!r}, which "
+                             f"is already produced")
         params = {role: _param_shape(t) for role, t in graph.params_of(node).items()}
         try:
-            known[node.outputs[0]] = tuple(op.infer_shape(node.attrs, known[node.inputs[0]],
-                                                          params))
+            out = tuple(op.infer_shape(node.attrs, known[node.inputs[0]], params))
         except (ValueError, TypeError, KeyError) as e:
             raise ModelError(f"{source}: node {node.name!r} ({node.op}): {e}") from None
-        _checked(known[node.outputs[0]], f"node {node.name!r}", source)
+        known[node.outputs[0]] = _checked(out, f"node {node.name!r} ({node.op}) output",
+                                          source, limits)
     if graph.output_name not in known:
         raise ModelError(f"{source}: graph output {graph.output_name!r} is never produced")
     return known
 
 
-def _checked(shape: tuple[int, ...], what: str, source: str) -> tuple[int, ...]:
+def _checked(shape: tuple[int, ...], what: str, source: str, limits: Limits) -> tuple[int, ...]:
     if any(int(s) < 1 for s in shape):
         raise ModelError(f"{source}: {what} has shape {shape}; every dimension must be >= 1")
-    if np.prod(shape, dtype=np.float64) > MAX_VALUE_ELEMENTS:
-        raise ModelError(f"{source}: {what} would hold {shape} = "
-                         f"{np.prod(shape, dtype=np.float64):.3g} floats per sample, over the "
-                         f"limit of {MAX_VALUE_ELEMENTS}")
+    size = FLOAT * math.prod(shape)
+    if size > limits.max_memory:
+        raise ModelError(f"{source}: {what} of shape {shape} needs {human(size)} per image, "
+                         f"over the limit of {human(limits.max_memory)} (max_memory)")
     return shape
 
 
-def plan(graph: Graph, backend: str, source: str = "model") -> list[Step]:
-    """Check the graph and build one kernel per node for `backend` ('numba' or 'numpy')."""
-    value_shapes = shapes(graph, source)
+def _lifetimes(graph: Graph, steps: list[Step], value_bytes: dict[str, int]) -> tuple[int, int]:
+    """Set each step's free_after from the last reader of every value; return (peak bytes per
+    sample, step index of the peak). A chain holds two values at a time, not all of them."""
+    last = {graph.input_name: -1}
+    for i, step in enumerate(steps):
+        for name in step.node.inputs:
+            last[name] = i
+        for name in step.node.outputs:
+            last.setdefault(name, i)  # written, never read: dead right after its step
+    last[graph.output_name] = len(steps)
+    dead_after: dict[int, list[str]] = {}
+    for name, i in last.items():
+        dead_after.setdefault(max(i, 0), []).append(name)
+    live = value_bytes[graph.input_name]
+    peak, peak_step = live, 0
+    for i, step in enumerate(steps):
+        live += sum(value_bytes[name] for name in step.node.outputs)
+        if live + step.workspace > peak:
+            peak, peak_step = live + step.workspace, i
+        step.free_after = tuple(n for n in dead_after.get(i, []) if n != graph.output_name)
+        live -= sum(value_bytes[n] for n in step.free_after)
+    return peak, peak_step
+
+
+def plan(graph: Graph, backend: str, source: str = "model",
+         limits: Limits | None = None) -> Plan:
+    """Check the graph, cost it, and build one kernel per node for `backend` ('numba' or
+    'numpy'). Over the limits: a ModelError naming the node, the figure and the limit."""
+    limits = limits or Limits()
+    value_shapes = shapes(graph, source, limits)
+    value_bytes = {name: FLOAT * math.prod(s) for name, s in value_shapes.items()}
     steps = []
     for node in graph.nodes:
         try:
-            kernel = OPS[node.op].build(node.attrs, graph.params_of(node), backend)
+            macs, workspace = OPS[node.op].cost(node.attrs, value_shapes[node.inputs[0]],
+                                               value_shapes[node.outputs[0]],
+                                               graph.params_of(node), backend)
         except (ValueError, TypeError, KeyError) as e:
             raise ModelError(f"{source}: node {node.name!r} ({node.op}): {e}") from None
-        steps.append(Step(node, kernel, value_shapes[node.outputs[0]]))
-    return steps
+        steps.append(Step(node, value_shapes[node.outputs[0]], int(macs), int(workspace)))
+    peak, peak_step = _lifetimes(graph, steps, value_bytes)
+    result = Plan(steps, value_shapes, value_bytes, peak, peak_step, sum(s.macs for s in steps))
+    check(result, source, limits)  # before any kernel is built
+    for step in steps:
+        node = step.node
+        try:
+            step.kernel = OPS[node.op].build(node.attrs, graph.params_of(node), backend)
+        except (ValueError, TypeError, KeyError) as e:
+            raise ModelError(f"{source}: node {node.name!r} ({node.op}): {e}") from None
+    result.weights = sum(s.kernel.resident for s in steps)
+    check(result, source, limits)
+    return result
+
+
+def check(p: Plan, source: str, limits: Limits, batch: int = 1) -> None:
+    """ModelError unless a run of `batch` samples fits the limits."""
+    if p.macs > limits.max_macs:
+        big = max(p.steps, key=lambda s: s.macs)
+        raise ModelError(f"{source}: {count(p.macs)} multiply-adds per image, over the limit of "
+                         f"{count(limits.max_macs)} (max_macs); node {big.node.name!r} "
+                         f"({big.node.op}) alone needs {count(big.macs)}")
+    need = p.memory(batch)
+    if need > limits.max_memory:
+        at = p.steps[p.peak_step].node
+        raise ModelError(f"{source}: a batch of {batch} needs {human(need)} (weights "
+                         f"{human(p.weights)} + {human(p.peak)} per image at node {at.name!r}), "
+                         f"over the limit of {human(limits.max_memory)} (max_memory)")

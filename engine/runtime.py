@@ -1,8 +1,9 @@
 """`engine.load(path) -> Model` and `Model.run(x)`: the Python API users touch.
 
-Decoding and kernel building happen once per file and backend per process: a second `load`
-of an unchanged file returns the same Model, and Numba's `cache=True` keeps compiled kernels
-on disk across processes.
+Decoding and kernel building happen once per file, backend and limits per process: a second
+`load` of an unchanged file returns the same Model, and Numba's `cache=True` keeps compiled
+kernels on disk across processes. Nothing is decoded, built or run before its cost is checked
+against the limits (engine/budget.py, docs/SECURITY.md).
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import numpy as np
 
 import formats
 from engine import planner
-from engine.errors import ModelError
-from engine.inputs import InputError, as_nchw
+from engine.budget import Limits, human
+from engine.errors import InputError, ModelError
+from engine.inputs import as_nchw
 from engine.ir import Graph
 from engine.kernels import _jit
 
 _LOCK = threading.Lock()
 _GRAPHS: dict[tuple, Graph] = {}      # file identity -> decoded graph
-_MODELS: dict[tuple, Model] = {}      # (file identity, backend) -> planned model
+_MODELS: dict[tuple, Model] = {}      # (file identity, backend, limits) -> planned model
 
 
 def _identity(path: str) -> tuple:
@@ -32,14 +34,33 @@ def _identity(path: str) -> tuple:
     return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
 
 
-def read_graph(path: str | os.PathLike) -> Graph:
-    """Decode a .pnn file into a Graph (cached per unchanged file)."""
+def decoded_bytes(info: formats.TensorInfo) -> int:
+    """An upper bound of the bytes a tensor holds once decoded, from its header alone."""
+    size = int(np.prod(info.shape, dtype=object)) if info.shape else 1
+    if info.encoding != "codebook":
+        return 4 * size  # float16 is widened to float32 by the kernels that read it
+    row_size = size // info.shape[0] if info.shape[0] else 0
+    index_bytes = formats.index_dtype(row_size).itemsize
+    code_bytes = formats.code_dtype(info.bits).itemsize
+    return info.nnz * (index_bytes + code_bytes) + 8 * (info.shape[0] + 1) + info.nbytes
+
+
+def read_graph(path: str | os.PathLike, limits: Limits | None = None) -> Graph:
+    """Decode a .pnn file into a Graph (cached per unchanged file). The tensors' decoded size
+    is checked against the memory limit from their headers, before any is decoded."""
     path = os.fspath(path)
+    limits = limits or Limits()
     key = _identity(path)
     with _LOCK:
         if key in _GRAPHS:
             return _GRAPHS[key]
     with formats.open(path) as f:
+        need = sum(decoded_bytes(f.info(name)) for name in f.tensor_names)
+        if need > limits.max_memory:
+            biggest = max(f.tensor_names, key=lambda n: decoded_bytes(f.info(n)))
+            raise ModelError(f"{path}: the weights need {human(need)} decoded (tensor "
+                             f"{biggest!r}: {human(decoded_bytes(f.info(biggest)))}), over the "
+                             f"limit of {human(limits.max_memory)} (max_memory)")
         graph = graph_of(f.metadata, f.tensors(), path)
     with _LOCK:
         _GRAPHS[key] = graph
@@ -54,17 +75,23 @@ def graph_of(metadata: dict, tensors: dict, path: str) -> Graph:
         raise ModelError(f"{path}: {e}") from None
 
 
-def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = None) -> Model:
-    """Load a .pnn model ready to run. backend: 'auto' (Numba if installed), 'numba', 'numpy'."""
+def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = None, *,
+         max_memory: int | None = None, max_macs: int | None = None) -> Model:
+    """Load a .pnn model ready to run. backend: 'auto' (Numba if installed), 'numba', 'numpy'.
+
+    max_memory (bytes, default 1 GiB) bounds the weights plus the activations and workspaces
+    of one run; max_macs (default 20 G) the multiply-adds per image. A file over them is a
+    ModelError before anything large is allocated; a batch over them is an InputError."""
     path = os.fspath(path)
     backend = planner.resolve_backend(backend)
+    limits = Limits.of(max_memory, max_macs)
     if threads is not None:
         _jit.set_threads(threads)
-    key = (_identity(path), backend)
+    key = (_identity(path), backend, limits)
     with _LOCK:
         if key in _MODELS:
             return _MODELS[key]
-    model = Model(read_graph(path), backend, source=path)
+    model = Model(read_graph(path, limits), backend, source=path, limits=limits)
     with _LOCK:
         _MODELS[key] = model
     return model
@@ -73,11 +100,14 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
 class Model:
     """A planned graph: `run` float32 NCHW input -> logits; `preprocess` raw images first."""
 
-    def __init__(self, graph: Graph, backend: str = "auto", source: str = "model"):
+    def __init__(self, graph: Graph, backend: str = "auto", source: str = "model",
+                 limits: Limits | None = None):
         self.graph = graph
         self.source = source
         self.backend = planner.resolve_backend(backend)
-        self.steps = planner.plan(graph, self.backend, source)
+        self.limits = limits or Limits()
+        self.plan = planner.plan(graph, self.backend, source, self.limits)
+        self.steps = self.plan.steps
 
     @property
     def labels(self) -> list[str]:
@@ -87,6 +117,15 @@ class Model:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.graph.input_shape)
 
+    def memory(self, batch: int = 1) -> int:
+        """Bytes a run of `batch` images needs at its peak (weights, live values, workspace)."""
+        return self.plan.memory(batch)
+
+    def max_batch(self) -> int:
+        """The largest batch whose run fits max_memory (at least 1: load checked that)."""
+        room = self.limits.max_memory - self.plan.weights
+        return max(1, room // max(self.plan.peak, 1))
+
     def preprocess(self, raw: np.ndarray) -> np.ndarray:
         """Raw images (HW, CHW, NHW or NCHW; e.g. uint8 0-255) -> float32 NCHW model input."""
         return self.graph.preprocess.apply(as_nchw(raw, self.input_shape, self.source))
@@ -94,12 +133,21 @@ class Model:
     def run(self, x: np.ndarray) -> np.ndarray:
         """float32 (N, C, H, W), already preprocessed -> float32 logits (N, classes)."""
         x = np.asarray(x)
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
-            raise InputError(f"{self.source}: input of shape {tuple(x.shape)}; the model takes "
-                             f"(N, {', '.join(map(str, self.input_shape))}) float32")
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape or x.dtype.kind not in "biuf":
+            raise InputError(f"{self.source}: input of shape {tuple(x.shape)} ({x.dtype}); the "
+                             f"model takes (N, {', '.join(map(str, self.input_shape))}) float32")
+        n = x.shape[0]
+        if n > self.max_batch():
+            raise InputError(f"{self.source}: a batch of {n} needs {human(self.memory(n))}, "
+                             f"over the limit of {human(self.limits.max_memory)} (max_memory); "
+                             f"run at most {self.max_batch()} images at a time")
+        if n == 0:
+            return np.zeros((0, *self.plan.shapes[self.graph.output_name]), dtype=np.float32)
         values = {self.graph.input_name: np.ascontiguousarray(x, dtype=np.float32)}
-        for step in self.steps:
+        for step in self.plan.steps:
             values[step.node.outputs[0]] = step.kernel(values[step.node.inputs[0]])
+            for name in step.free_after:
+                del values[name]
         return values[self.graph.output_name]
 
     def __repr__(self) -> str:

@@ -16,7 +16,7 @@ from formats.errors import (
 )
 from formats.reader import PnnFile, TensorInfo
 from formats.reader import open_pnn as open  # formats.open(path), like builtins.open
-from formats.tensors import CodebookTensor, code_dtype, from_dense_codes
+from formats.tensors import CodebookTensor, code_dtype, from_dense_codes, index_dtype
 from formats.writer import atomic_write, write
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "atomic_write",
     "code_dtype",
     "from_dense_codes",
+    "index_dtype",
     "open",
     "write",
 ]

@@ -24,7 +24,8 @@ class CodebookTensor:
 
     shape: tuple[int, ...]    # (O, *rest)
     indptr: np.ndarray        # int64 (O + 1,): row o owns nonzeros indptr[o]:indptr[o+1]
-    indices: np.ndarray       # int32 (nnz,): column within the row, ascending within each row
+    indices: np.ndarray       # uint16 or int32 (nnz,): column within the row, ascending
+                              # within each row (index_dtype(row_size))
     codes: np.ndarray         # uint8 (bits <= 8) or uint16 (nnz,): index into the codebook
     codebook: np.ndarray      # float32 (K,) or (O, K)
     scale: np.ndarray | None  # float32 (O,) or None
@@ -50,18 +51,16 @@ class CodebookTensor:
     def density(self) -> float:
         return self.nnz / self.size if self.size else 0.0
 
-    def row_table(self) -> np.ndarray:
-        """float32 (O, K): the codebook each row reads, scale folded in. O*K floats, not O*rest."""
-        book = np.asarray(self.codebook, dtype=np.float32)
-        table = np.broadcast_to(book, (self.rows, book.shape[-1])).astype(np.float32)
-        if self.scale is not None:
-            table = table * np.asarray(self.scale, dtype=np.float32)[:, None]
-        return np.ascontiguousarray(table)
-
     def values(self) -> np.ndarray:
-        """float32 (nnz,): the value of each nonzero (what a CSR matrix stores)."""
+        """float32 (nnz,): the value of each nonzero, ``scale[o] * codebook[o or 0][code]``
+        (what a SciPy CSR matrix stores). O(nnz): never an (O, K) table."""
         rows = np.repeat(np.arange(self.rows), np.diff(self.indptr))
-        return self.row_table()[rows, self.codes.astype(np.intp)]
+        codes = self.codes.astype(np.intp)
+        book = np.asarray(self.codebook, dtype=np.float32)
+        vals = book[rows, codes] if book.ndim == 2 else book[codes]
+        if self.scale is not None:
+            vals = vals * np.asarray(self.scale, dtype=np.float32)[rows]
+        return vals.astype(np.float32, copy=False)
 
     def to_dense(self) -> np.ndarray:
         """float32 array of `shape`. For tests, references and training only: the engine's
@@ -72,25 +71,32 @@ class CodebookTensor:
         return dense.reshape(self.shape)
 
     def validate(self) -> None:
-        """Raise ValueError if the arrays do not describe a well-formed tensor."""
-        o, n = self.rows, self.row_size
+        """Raise ValueError if the arrays do not describe a well-formed tensor. Vectorised:
+        O(nnz + rows) NumPy work, no Python loop over rows."""
         if len(self.shape) < 1 or min(self.shape) < 0:
             raise ValueError(f"bad shape {self.shape}")
+        o, n = self.rows, self.row_size
         if not 1 <= self.bits <= 16:
             raise ValueError(f"codebook bits must be in 1..16, got {self.bits}")
-        ip = self.indptr
-        if ip.shape != (o + 1,) or ip[0] != 0 or np.any(np.diff(ip) < 0):
-            raise ValueError("indptr must be (O+1,), start at 0 and never decrease")
+        ip = np.asarray(self.indptr)
+        if ip.shape != (o + 1,) or ip.dtype.kind not in "iu" or ip[0] != 0 \
+                or np.any(ip[1:] < ip[:-1]):
+            raise ValueError("indptr must be (O+1,) integers, start at 0 and never decrease")
         nnz = int(ip[-1])
         if self.indices.shape != (nnz,) or self.codes.shape != (nnz,):
             raise ValueError(f"indices and codes must hold {nnz} entries")
-        if nnz and (self.indices.min() < 0 or self.indices.max() >= n):
+        if self.indices.dtype.kind not in "iu" or self.codes.dtype not in (np.uint8, np.uint16):
+            raise ValueError("indices must be integers and codes uint8 or uint16")
+        if nnz and (int(self.indices.min()) < 0 or int(self.indices.max()) >= n):
             raise ValueError(f"column index out of range 0..{n - 1}")
-        for r in range(o):  # strictly ascending columns within each row
-            seg = self.indices[ip[r]:ip[r + 1]]
-            if seg.size > 1 and np.any(np.diff(seg) <= 0):
-                raise ValueError(f"row {r}: columns not strictly ascending")
-        k = self.codebook.shape[-1]
+        if nnz > 1:  # strictly ascending columns within each row: look at steps inside rows only
+            inside = np.ones(nnz - 1, dtype=bool)
+            starts = ip[1:-1]
+            inside[starts[(starts > 0) & (starts < nnz)] - 1] = False
+            steps = np.diff(self.indices.astype(np.int64))
+            if np.any(steps[inside] <= 0):
+                raise ValueError("columns not strictly ascending within a row")
+        k = self.codebook.shape[-1] if self.codebook.ndim else 0
         if self.codebook.ndim not in (1, 2) or k > 2**self.bits or k < 1:
             raise ValueError(f"codebook must be (K,) or (O, K) with 1 <= K <= 2**bits, "
                              f"got {self.codebook.shape}")
@@ -100,6 +106,13 @@ class CodebookTensor:
             raise ValueError("scale must be (O,) and goes with a shared (K,) codebook")
         if nnz and int(self.codes.max()) >= k:
             raise ValueError(f"code out of range 0..{k - 1}")
+
+
+def index_dtype(row_size: int) -> np.dtype:
+    """The narrowest dtype for column indices within a row: uint16 where a row has at most
+    65,536 columns (every conv and fc layer we know), else int32. The engine's kernels read
+    these arrays as stored, so this is also their resident size."""
+    return np.dtype(np.uint16 if row_size <= 1 << 16 else np.int32)
 
 
 def code_dtype(bits: int) -> np.dtype:
@@ -120,7 +133,7 @@ def from_dense_codes(codes: np.ndarray, codebook: np.ndarray, bits: int,
     return CodebookTensor(
         shape=tuple(int(s) for s in codes.shape),
         indptr=indptr,
-        indices=cols.astype(np.int32),
+        indices=cols.astype(index_dtype(flat.shape[1])),
         codes=flat[keep].astype(code_dtype(bits)),
         codebook=np.asarray(codebook, dtype=np.float32),
         scale=None if scale is None else np.asarray(scale, dtype=np.float32),

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.kernels import _jit, dense, sparse
+from engine.kernels.csr import CsrCodebook
 from engine.kernels.dense import to_scipy_csr
 from formats import CodebookTensor, from_dense_codes
 
@@ -80,20 +81,35 @@ def assert_close(y, ref, absref):
     np.testing.assert_array_less(np.abs(y - ref), 1e-5 * np.abs(absref) + 1e-6)
 
 
-def conv_ref(x, t, bias, stride, pad, table=None):
+def dense_weight(t: CodebookTensor) -> np.ndarray:
+    """The weight written out from the stored arrays, scale[o] * codebook[o or 0][code], in
+    float64 and plain loops: shares no code with the kernels, their references or tensors.py."""
+    w = np.zeros((t.rows, t.row_size))
+    for o in range(t.rows):
+        book = t.codebook[o] if t.codebook.ndim == 2 else t.codebook
+        s = 1.0 if t.scale is None else float(t.scale[o])
+        for j in range(int(t.indptr[o]), int(t.indptr[o + 1])):
+            w[o, int(t.indices[j])] = s * float(book[int(t.codes[j])])
+    return w.reshape(t.shape)
+
+
+def conv_ref(x, t, bias, stride, pad, absolute=False):
+    """The kernel's oracle; absolute=True: the same sum over |x| and |w| (the error scale)."""
     o, c, kh, kw = t.shape
-    table = t.row_table() if table is None else table
-    return sparse.conv2d_nchw_csr_codebook_ref(x, t.indptr, t.indices, t.codes, table, bias,
-                                               kh, kw, *stride, *pad)
+    book, scale = t.codebook, t.scale
+    if absolute:
+        x, book, bias = np.abs(x), np.abs(book), None
+        scale = None if scale is None else np.abs(scale)
+    return sparse.conv2d_nchw_csr_codebook_ref(x, t.indptr, t.indices, t.codes, book, scale,
+                                               bias, kh, kw, *stride, *pad)
 
 
-def abs_conv_ref(x, t, stride, pad):
-    return conv_ref(np.abs(x), t, None, stride, pad, np.abs(t.row_table()))
-
-
-def gemm_ref(x, t, bias, table=None):
-    table = t.row_table() if table is None else table
-    return sparse.gemm_csr_codebook_ref(x, t.indptr, t.indices, t.codes, table, bias)
+def gemm_ref(x, t, bias, absolute=False):
+    book, scale = t.codebook, t.scale
+    if absolute:
+        x, book, bias = np.abs(x), np.abs(book), None
+        scale = None if scale is None else np.abs(scale)
+    return sparse.gemm_csr_codebook_ref(x, t.indptr, t.indices, t.codes, book, scale, bias)
 
 
 def naive_conv(x, w, b, stride, pad):
@@ -130,9 +146,9 @@ def serial_and_parallel(call):
 @given(gemm_cases())
 def test_gemm_csr_codebook_matches_ref(case):
     x, t, bias = case
-    ref, absref = gemm_ref(x, t, bias), gemm_ref(np.abs(x), t, None, np.abs(t.row_table()))
-    for y in serial_and_parallel(
-            lambda: sparse.gemm_csr_codebook(x, t.indptr, t.indices, t.codes, t.row_table(), bias)):
+    ref, absref = gemm_ref(x, t, bias), gemm_ref(x, t, bias, absolute=True)
+    w = CsrCodebook.of(t)
+    for y in serial_and_parallel(lambda: sparse.gemm_csr_codebook(x, w, bias)):
         assert_close(y, ref, absref)
 
 
@@ -140,9 +156,10 @@ def test_gemm_csr_codebook_matches_ref(case):
 @given(conv_cases())
 def test_conv2d_nchw_csr_codebook_matches_ref(case):
     x, t, bias, stride, pad = case
-    ref, absref = conv_ref(x, t, bias, stride, pad), abs_conv_ref(x, t, stride, pad)
+    ref, absref = conv_ref(x, t, bias, stride, pad), conv_ref(x, t, bias, stride, pad, True)
+    w = CsrCodebook.of(t)
     for y in serial_and_parallel(lambda: sparse.conv2d_nchw_csr_codebook(
-            x, t.indptr, t.indices, t.codes, t.row_table(), bias, *t.shape[2:], *stride, *pad)):
+            x, w, bias, *t.shape[2:], stride, pad)):
         assert_close(y, ref, absref)
 
 
@@ -152,8 +169,8 @@ def test_gemm_csr_codebook_batch_sizes(n):
     rng = np.random.default_rng(n)
     t = make_tensor(rng, (30, 50), 0.2, 5, "shared")
     x = rng.standard_normal((n, 50)).astype(np.float32)
-    y = sparse.gemm_csr_codebook(x, t.indptr, t.indices, t.codes, t.row_table())
-    np.testing.assert_allclose(y, x @ t.to_dense().T, rtol=1e-5, atol=1e-5)
+    y = sparse.gemm_csr_codebook(x, CsrCodebook.of(t))
+    np.testing.assert_allclose(y, x @ dense_weight(t).T, rtol=1e-5, atol=1e-5)
 
 
 # --- the references agree with the dense weight ------------------------------------------------
@@ -162,8 +179,47 @@ def test_gemm_csr_codebook_batch_sizes(n):
 def test_conv2d_csr_codebook_ref_matches_naive_loop(case):
     x, t, bias, stride, pad = case
     np.testing.assert_allclose(conv_ref(x, t, bias, stride, pad),
-                               naive_conv(x, t.to_dense(), bias, stride, pad),
+                               naive_conv(x, dense_weight(t), bias, stride, pad),
                                rtol=1e-5, atol=1e-5)
+
+
+@given(gemm_cases())
+def test_gemm_csr_codebook_ref_matches_dense_product(case):
+    x, t, bias = case
+    want = x.astype(np.float64) @ dense_weight(t).T + (0.0 if bias is None else bias)
+    np.testing.assert_allclose(gemm_ref(x, t, bias), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_tensor_values_and_dense_follow_the_stored_form(form):
+    """CodebookTensor.values/to_dense and CsrCodebook.values (the SciPy path's floats) against
+    the plain loop: a scale that is ignored, or applied twice, fails here."""
+    t = make_tensor(np.random.default_rng(7), (6, 9), 0.6, 4, form)
+    want = dense_weight(t)
+    np.testing.assert_allclose(t.to_dense(), want, rtol=1e-6)
+    rows, cols = np.nonzero(np.abs(want) > 0)
+    np.testing.assert_allclose(CsrCodebook.of(t).values()[np.abs(t.values()) > 0],
+                               want[rows, cols], rtol=1e-6)
+
+
+@needs_numba
+@pytest.mark.parametrize("n", [1, 3])
+def test_scaled_codebook_multiplies_each_output_once(n):
+    """The Numba kernels against the dense product for a scaled codebook whose scales are far
+    from 1: an ignored scale is off by a factor of up to 7."""
+    rng = np.random.default_rng(n)
+    t = make_tensor(rng, (8, 3, 3, 3), 0.5, 3, "scaled")
+    t = CodebookTensor(t.shape, t.indptr, t.indices, t.codes, t.codebook,
+                       rng.uniform(2, 7, 8).astype(np.float32), t.bits)
+    x = rng.standard_normal((n, 3, 6, 6)).astype(np.float32)
+    bias = rng.standard_normal(8).astype(np.float32)
+    y = sparse.conv2d_nchw_csr_codebook(x, CsrCodebook.of(t), bias, 3, 3)
+    np.testing.assert_allclose(y, naive_conv(x, dense_weight(t), bias, (1, 1), (0, 0)),
+                               rtol=1e-4, atol=1e-4)
+    f = CodebookTensor((8, 27), t.indptr, t.indices, t.codes, t.codebook, t.scale, t.bits)
+    xf = rng.standard_normal((n, 27)).astype(np.float32)
+    np.testing.assert_allclose(sparse.gemm_csr_codebook(xf, CsrCodebook.of(f), bias),
+                               xf @ dense_weight(f).T + bias, rtol=1e-4, atol=1e-4)
 
 
 # --- NumPy / SciPy paths -------------------------------------------------------------------------
@@ -171,23 +227,23 @@ def test_conv2d_csr_codebook_ref_matches_naive_loop(case):
 @given(conv_cases())
 def test_conv2d_nchw_csr_scipy_matches_ref(case):
     x, t, bias, stride, pad = case
-    csr = to_scipy_csr(t.indptr, t.indices, t.values(), (t.rows, t.row_size))
+    csr = to_scipy_csr(t.indptr, t.indices, CsrCodebook.of(t).values(), (t.rows, t.row_size))
     y = dense.conv2d_nchw_csr_scipy(x, csr, bias, *t.shape[2:], stride, pad)
-    assert_close(y, conv_ref(x, t, bias, stride, pad), abs_conv_ref(x, t, stride, pad))
+    assert_close(y, conv_ref(x, t, bias, stride, pad), conv_ref(x, t, bias, stride, pad, True))
 
 
 @given(gemm_cases())
 def test_gemm_csr_scipy_matches_ref(case):
     x, t, bias = case
-    csr = to_scipy_csr(t.indptr, t.indices, t.values(), (t.rows, t.row_size))
+    csr = to_scipy_csr(t.indptr, t.indices, CsrCodebook.of(t).values(), (t.rows, t.row_size))
     y = dense.gemm_csr_scipy(x, csr, bias)
-    assert_close(y, gemm_ref(x, t, bias), gemm_ref(np.abs(x), t, None, np.abs(t.row_table())))
+    assert_close(y, gemm_ref(x, t, bias), gemm_ref(x, t, bias, absolute=True))
 
 
 @given(conv_cases())
 def test_conv2d_nchw_im2col_matches_naive_loop(case):
     x, t, bias, stride, pad = case
-    w = t.to_dense()
+    w = dense_weight(t).astype(np.float32)
     y = dense.conv2d_nchw_im2col(x, w, bias, stride, pad)
     assert y.dtype == np.float32
     np.testing.assert_allclose(y, naive_conv(x, w, bias, stride, pad), rtol=1e-5, atol=1e-5)
@@ -206,16 +262,17 @@ def test_im2col_layout():
                 np.testing.assert_array_equal(cols[:, (n * oh + oy) * ow + ox], patch)
 
 
-@given(st.integers(0, 2**32 - 1), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
-       st.integers(0, 1), st.integers(1, 9))
-def test_maxpool2d_nchw_matches_naive_loop(seed, k, s, extra, p, h):
-    p = min(p, k // 2)
-    h = max(h, k - 2 * p)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 5), st.integers(1, 5), st.integers(1, 3),
+       st.integers(1, 3), st.integers(0, 2), st.integers(1, 9))
+def test_maxpool2d_nchw_matches_naive_loop(seed, kh, kw, s, extra, p, h):
+    """Windows up to 5x5: the direct taps (<= 9) and the separable path (rows, then columns)."""
+    ph, pw = min(p, kh // 2), min(p, kw // 2)
+    h = max(h, kh - 2 * ph, kw - 2 * pw)
     x = np.random.default_rng(seed).standard_normal((2, 3, h, h + extra)).astype(np.float32)
-    y = dense.maxpool2d_nchw(x, k, s, p)
-    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=-np.inf)
-    oh, ow = (h + 2 * p - k) // s + 1, (h + extra + 2 * p - k) // s + 1
-    want = np.array([[[[xp[n, c, i * s:i * s + k, j * s:j * s + k].max() for j in range(ow)]
+    y = dense.maxpool2d_nchw(x, (kh, kw), s, (ph, pw))
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+    oh, ow = (h + 2 * ph - kh) // s + 1, (h + extra + 2 * pw - kw) // s + 1
+    want = np.array([[[[xp[n, c, i * s:i * s + kh, j * s:j * s + kw].max() for j in range(ow)]
                        for i in range(oh)] for c in range(3)] for n in range(2)])
     np.testing.assert_array_equal(y, want)
 
@@ -229,29 +286,57 @@ def test_gemm_dense():
 # --- wrappers name what is wrong -----------------------------------------------------------------
 
 def test_wrappers_reject_bad_inputs():
+    """The O(1) checks every kernel call makes: dtype, rank, width against the weight."""
     rng = np.random.default_rng(2)
-    t = make_tensor(rng, (4, 2, 3, 3), 0.5, 4, "shared")
-    args = (t.indptr, t.indices, t.codes, t.row_table(), None, 3, 3)
+    t = CsrCodebook.of(make_tensor(rng, (4, 2, 3, 3), 0.5, 4, "shared"))
     with pytest.raises(ValueError, match="float32"):
-        sparse.conv2d_nchw_csr_codebook(np.zeros((1, 2, 5, 5)), *args)
+        sparse.conv2d_nchw_csr_codebook(np.zeros((1, 2, 5, 5)), t, None, 3, 3)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
-        sparse.conv2d_nchw_csr_codebook(np.zeros((2, 5, 5), np.float32), *args)
-    with pytest.raises(ValueError, match="column index out of range"):  # 1 channel, 2 in weight
-        sparse.conv2d_nchw_csr_codebook(np.zeros((1, 1, 5, 5), np.float32), *args)
+        sparse.conv2d_nchw_csr_codebook(np.zeros((2, 5, 5), np.float32), t, None, 3, 3)
+    with pytest.raises(ValueError, match="input has 1 channels"):  # 1 channel, 2 in the weight
+        sparse.conv2d_nchw_csr_codebook(np.zeros((1, 1, 5, 5), np.float32), t, None, 3, 3)
     with pytest.raises(ValueError, match="smaller than"):
-        sparse.conv2d_nchw_csr_codebook(np.zeros((1, 2, 2, 2), np.float32), *args)
+        sparse.conv2d_nchw_csr_codebook(np.zeros((1, 2, 2, 2), np.float32), t, None, 3, 3)
     with pytest.raises(ValueError, match="bias must be"):
-        sparse.conv2d_nchw_csr_codebook(np.zeros((1, 2, 5, 5), np.float32), *args[:4],
+        sparse.conv2d_nchw_csr_codebook(np.zeros((1, 2, 5, 5), np.float32), t,
                                         np.zeros(3, np.float32), 3, 3)
-    f = make_tensor(rng, (4, 6), 0.5, 4, "shared")
-    with pytest.raises(ValueError, match="indptr"):
-        sparse.gemm_csr_codebook(np.zeros((1, 6), np.float32), f.indptr[:-1], f.indices,
-                                 f.codes, f.row_table())
-    with pytest.raises(ValueError, match="codes must be uint8 or uint16"):
-        sparse.gemm_csr_codebook(np.zeros((1, 6), np.float32), f.indptr, f.indices,
-                                 f.codes.astype(np.int64), f.row_table())
+    f = CsrCodebook.of(make_tensor(rng, (4, 6), 0.5, 4, "shared"))
+    with pytest.raises(ValueError, match=r"x must be \(N, 6\), got \(1, 5\)"):
+        sparse.gemm_csr_codebook(np.zeros((1, 5), np.float32), f)
+    broken = CsrCodebook(f.rows, f.row_size, f.indptr[:-1], f.cols, f.codes, f.book,
+                         f.book_step, f.scale)
+    with pytest.raises(ValueError, match="inconsistent CsrCodebook"):
+        sparse.gemm_csr_codebook(np.zeros((1, 6), np.float32), broken)
+    with pytest.raises(ValueError, match="CsrCodebook"):
+        sparse.gemm_csr_codebook(np.zeros((1, 6), np.float32), "weights")
     with pytest.raises(ValueError, match=r"\(N, 6\), got \(1, 5\)"):
         dense.gemm(np.zeros((1, 5), np.float32), np.zeros((2, 6), np.float32))
+
+
+def test_csr_codebook_scans_ranges_once():
+    """Out-of-range columns and codes are caught when the weight is prepared (the kernels then
+    trust them), with the reason in the message."""
+    rng = np.random.default_rng(3)
+    t = make_tensor(rng, (4, 6), 0.5, 4, "shared")
+    bad_col = CodebookTensor(t.shape, t.indptr, np.full_like(t.indices, 6), t.codes,
+                             t.codebook, None, t.bits)
+    with pytest.raises(ValueError, match="column index out of range"):
+        CsrCodebook.of(bad_col)
+    bad_code = CodebookTensor(t.shape, t.indptr, t.indices, np.full_like(t.codes, 200),
+                              t.codebook[:5], None, t.bits)
+    with pytest.raises(ValueError, match="code out of range"):
+        CsrCodebook.of(bad_code)
+
+
+def test_csr_codebook_keeps_the_stored_arrays():
+    """No (O, K) table from a shared codebook and no copies of the stored arrays: what the
+    kernels read is what the file decoded to, 3 bytes per nonzero for 8-bit codes."""
+    t = make_tensor(np.random.default_rng(4), (64, 100), 0.3, 8, "scaled")
+    w = CsrCodebook.of(t)
+    assert w.book.shape == (1, t.codebook.shape[0]) and w.book_step == 0
+    assert np.shares_memory(w.codes, t.codes) and np.shares_memory(w.cols, t.indices)
+    assert w.cols.dtype == np.uint16 and w.nonzero_bytes == 3
+    assert w.nbytes < 4 * t.nnz
 
 
 # --- the one Numba switch ------------------------------------------------------------------------

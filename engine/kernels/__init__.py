@@ -1,4 +1,5 @@
-"""Kernels: NumPy/SciPy paths (dense.py) and Numba paths on codebook indices (sparse.py).
+"""Kernels: NumPy/SciPy paths (dense.py) and Numba paths on codebook indices (sparse.py, reading
+the compressed weight as stored: csr.py).
 
 `Kernel` is what an op's ``build`` returns: a prepared, named callable for one layer.
 """
@@ -22,6 +23,7 @@ class Kernel:
     name: str                                   # e.g. "conv2d_nchw_csr_codebook"
     fn: Callable[[np.ndarray], np.ndarray] = field(repr=False)
     info: dict = field(default_factory=dict)    # what a planner may log: density, shapes...
+    resident: int = 0                           # bytes the prepared parameters hold
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.fn(x)
@@ -37,27 +39,22 @@ def check_backend(backend: str) -> str:
 
 
 def dense_bias(bias) -> np.ndarray | None:
-    """A bias as contiguous float32 (biases are stored raw; a codebook bias is expanded)."""
+    """A bias as contiguous float32 (biases are stored raw; a codebook bias is expanded: it has
+    one value per output channel, which the output itself holds anyway)."""
     if bias is None:
         return None
     dense = bias.to_dense() if hasattr(bias, "to_dense") else bias
     return np.ascontiguousarray(dense, dtype=np.float32)
 
 
-def csr_codebook_arrays(weight) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(indptr, indices, codes, row table) of a CodebookTensor, in the kernels' dtypes.
-    Validated once here, so each call of a kernel can skip its O(nnz) range scans."""
-    weight.validate()
-    return (np.ascontiguousarray(weight.indptr, dtype=np.int64),
-            np.ascontiguousarray(weight.indices, dtype=np.int32),
-            np.ascontiguousarray(weight.codes), weight.row_table())
+def weight_info(weight, resident: int) -> dict:
+    """What `info` reports about a layer's prepared weight."""
+    size = int(np.prod(weight.shape, dtype=np.int64))
+    nnz = int(getattr(weight, "nnz", size))
+    return {"shape": tuple(int(s) for s in weight.shape), "nonzeros": nnz,
+            "density": nnz / size if size else 0.0, "resident_bytes": resident,
+            "bytes_per_nonzero": resident / nnz if nnz else None}
 
 
-def weight_info(weight) -> dict:
-    """What a planner logs about a layer's weight."""
-    return {"shape": tuple(int(s) for s in weight.shape),
-            "density": weight.density if hasattr(weight, "density") else 1.0}
-
-
-__all__ = ["BACKENDS", "HAVE_NUMBA", "Kernel", "check_backend", "csr_codebook_arrays",
-           "dense_bias", "get_threads", "set_threads", "weight_info"]
+__all__ = ["BACKENDS", "HAVE_NUMBA", "Kernel", "check_backend", "dense_bias", "get_threads",
+           "set_threads", "weight_info"]

@@ -51,10 +51,11 @@ def set_threads(n: int) -> None:
     """Threads used by the parallel (prange) kernels: 1..the number Numba started with.
     Without Numba any n >= 1 is accepted and has no effect (NumPy's BLAS has its own)."""
     global _threads
-    n = int(n)
-    top = numba.config.NUMBA_NUM_THREADS if HAVE_NUMBA else n
-    if not 1 <= n <= top:
-        raise ValueError(f"threads must be in 1..{max(top, 1)}, got {n}")
+    from engine.errors import SettingError  # here: kernels import nothing else of the engine
+
+    top = numba.config.NUMBA_NUM_THREADS if HAVE_NUMBA else 1 << 16
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= top:
+        raise SettingError(f"threads must be in 1..{top}, got {n!r}")
     if HAVE_NUMBA:
         numba.set_num_threads(n)
     _threads = n

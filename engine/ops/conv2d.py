@@ -1,39 +1,37 @@
 """conv2d: NCHW convolution, PyTorch conventions. attrs {"stride": [sh, sw], "padding": [ph, pw]}
-(ints accepted); params weight (O, C, KH, KW), bias (O,) optional."""
+(ints accepted; "dilation" and "groups" only 1 for now); params weight (O, C, KH, KW), bias (O,)
+optional."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from engine.kernels import Kernel, check_backend, csr_codebook_arrays, dense_bias, weight_info
-from engine.kernels.dense import conv2d_nchw_csr_scipy, conv2d_nchw_im2col, pair, to_scipy_csr
-from engine.kernels.sparse import (
-    conv2d_nchw_csr_codebook,
-    conv2d_tap_offsets,
-    conv_out_size,
-)
+from engine.kernels import Kernel, check_backend, dense_bias, weight_info
+from engine.kernels.csr import CsrCodebook
+from engine.kernels.dense import conv2d_nchw_csr_scipy, conv2d_nchw_im2col, to_scipy_csr
+from engine.kernels.sparse import conv2d_nchw_csr_codebook, conv_out_size
+from engine.ops.attrs import check_attrs, check_params, pair
 from formats import CodebookTensor
 
 NAME = "conv2d"
+ATTRS = ("stride", "padding", "dilation", "groups")
+PARAMS = ("weight",), ("bias",)  # required, optional
 
 
 def geometry(attrs: dict) -> tuple[tuple[int, int], tuple[int, int]]:
     """((sh, sw), (ph, pw)) from attrs; groups and dilation other than 1 are refused."""
+    check_attrs(NAME, attrs, ATTRS)
     for key in ("groups", "dilation"):
-        if key in attrs and pair(attrs[key], key) != (1, 1):
+        if key in attrs and pair(attrs[key], f"conv2d: {key}", 1) != (1, 1):
             raise ValueError(f"conv2d: {key}={attrs[key]!r} not supported (only 1)")
-    stride, pad = pair(attrs.get("stride", 1), "stride"), pair(attrs.get("padding", 0), "padding")
-    if min(stride) < 1 or min(pad) < 0:
-        raise ValueError(f"conv2d: stride must be >= 1 and padding >= 0, got stride {stride} "
-                         f"padding {pad}")
-    return stride, pad
+    return (pair(attrs.get("stride", 1), "conv2d: stride", 1),
+            pair(attrs.get("padding", 0), "conv2d: padding", 0))
 
 
 def infer_shape(attrs: dict, in_shape: tuple, params: dict[str, tuple]) -> tuple:
     """(C, H, W) -> (O, OH, OW)."""
     (sh, sw), (ph, pw) = geometry(attrs)
-    if "weight" not in params:
-        raise ValueError("conv2d: missing param 'weight'")
+    check_params(NAME, params, *PARAMS)
     wshape = tuple(params["weight"])
     if len(wshape) != 4:
         raise ValueError(f"conv2d: weight must be (O, C, KH, KW), got {wshape}")
@@ -42,7 +40,7 @@ def infer_shape(attrs: dict, in_shape: tuple, params: dict[str, tuple]) -> tuple
         raise ValueError(f"conv2d: input must be (C, H, W) per sample, got {tuple(in_shape)}")
     if in_shape[0] != c:
         raise ValueError(f"conv2d: input has {in_shape[0]} channels, weight {wshape} expects {c}")
-    if "bias" in params and params["bias"] is not None and tuple(params["bias"]) != (o,):
+    if params.get("bias") is not None and tuple(params["bias"]) != (o,):
         raise ValueError(f"conv2d: bias must be ({o},), got {tuple(params['bias'])}")
     oh, ow = conv_out_size(in_shape[1], kh, sh, ph), conv_out_size(in_shape[2], kw, sw, pw)
     if oh < 1 or ow < 1:
@@ -77,8 +75,25 @@ def select_kernel(weight, backend: str) -> str:
     return "conv2d_nchw_csr_codebook" if backend == "numba" else "conv2d_nchw_csr_scipy"
 
 
+def cost(attrs: dict, in_shape: tuple, out_shape: tuple, params: dict, backend: str):
+    """(multiply-adds or element moves, workspace bytes) per sample for the chosen kernel."""
+    (sh, sw), (ph, pw) = geometry(attrs)
+    weight = params["weight"]
+    c, h, w = in_shape
+    o, oh, ow = out_shape
+    kh, kw = (int(s) for s in weight.shape[2:])
+    padded = c * (h + 2 * ph) * (w + 2 * pw)
+    name = select_kernel(weight, backend)
+    if name == "conv2d_nchw_csr_codebook":  # a padded, batch-last copy of the input
+        return weight.nnz * oh * ow + o * oh * ow + padded, 4 * padded
+    cols = c * kh * kw * oh * ow  # im2col: the padded input, its columns, the (O, OH*OW) product
+    nnz = weight.nnz if isinstance(weight, CodebookTensor) else o * c * kh * kw
+    return nnz * oh * ow + cols + padded, 4 * (padded + cols + o * oh * ow)
+
+
 def build(attrs: dict, params: dict, backend: str) -> Kernel:
     (sh, sw), (ph, pw) = geometry(attrs)
+    check_params(NAME, params, *PARAMS)
     weight = params["weight"]
     if len(weight.shape) != 4:
         raise ValueError(f"conv2d: weight must be (O, C, KH, KW), got {tuple(weight.shape)}")
@@ -88,23 +103,23 @@ def build(attrs: dict, params: dict, backend: str) -> Kernel:
 
     if name == "conv2d_nchw_im2col":
         w = np.ascontiguousarray(weight, dtype=np.float32)
+        resident = w.nbytes
 
         def fn(x):
             return conv2d_nchw_im2col(x, w, bias, (sh, sw), (ph, pw))
     elif name == "conv2d_nchw_csr_scipy":
-        csr = to_scipy_csr(weight.indptr, weight.indices, weight.values(), (o, c * kh * kw))
+        csr = to_scipy_csr(weight.indptr, weight.indices, CsrCodebook.of(weight).values(),
+                           (o, c * kh * kw))
+        resident = csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes
 
         def fn(x):
             return conv2d_nchw_csr_scipy(x, csr, bias, kh, kw, (sh, sw), (ph, pw))
     else:
-        indptr, indices, codes, table = csr_codebook_arrays(weight)
-        taps = {}  # (H, W) of the input -> tap offsets; a model sees one size, so one entry
+        w = CsrCodebook.of(weight)
+        resident = w.nbytes
 
         def fn(x):
-            hw = x.shape[-2:]
-            if hw not in taps:
-                taps[hw] = conv2d_tap_offsets(indices, kh, kw, hw[0] + 2 * ph, hw[1] + 2 * pw)
-            return conv2d_nchw_csr_codebook(x, indptr, indices, codes, table, bias,
-                                            kh, kw, sh, sw, ph, pw, check=False,
-                                            tap_offsets=taps[hw])
-    return Kernel(name, fn, weight_info(weight))
+            return conv2d_nchw_csr_codebook(x, w, bias, kh, kw, (sh, sw), (ph, pw))
+    info = weight_info(weight, resident)  # the weight alone: what it costs per nonzero
+    resident += 0 if bias is None else bias.nbytes
+    return Kernel(name, fn, info, resident)

@@ -7,13 +7,16 @@ import math
 import numpy as np
 
 from engine.kernels import Kernel, check_backend
+from engine.ops.attrs import check_attrs, check_params, integer
 
 NAME = "flatten"
+ATTRS = ("start_dim",)
 
 
 def _start(attrs: dict, ndim: int) -> int:
     """start_dim in batch-first numbering, checked against an input of `ndim` dims."""
-    start = int(attrs.get("start_dim", 1))
+    check_attrs(NAME, attrs, ATTRS)
+    start = integer(attrs.get("start_dim", 1), "flatten: start_dim", -ndim, ndim - 1)
     if start < 0:
         start += ndim
     if not 1 <= start < ndim:
@@ -23,6 +26,7 @@ def _start(attrs: dict, ndim: int) -> int:
 
 
 def infer_shape(attrs: dict, in_shape: tuple, params: dict[str, tuple]) -> tuple:
+    check_params(NAME, params, ())
     start = _start(attrs, len(in_shape) + 1) - 1  # per-sample shape has no batch dim
     return tuple(in_shape[:start]) + (math.prod(in_shape[start:]),)
 
@@ -32,12 +36,18 @@ def reference(x: np.ndarray, attrs: dict, params: dict[str, np.ndarray]) -> np.n
     return x.reshape(*x.shape[:start], -1)
 
 
+def cost(attrs: dict, in_shape: tuple, out_shape: tuple, params: dict, backend: str):
+    """(element copies, workspace bytes) per sample: a copy only if the input is strided."""
+    return math.prod(in_shape), 0
+
+
 def select_kernel(backend: str) -> str:
     check_backend(backend)
     return "flatten_reshape"
 
 
 def build(attrs: dict, params: dict, backend: str) -> Kernel:
+    check_params(NAME, params, ())
     name = select_kernel(backend)
 
     def fn(x):

@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.kernels import Kernel, check_backend, csr_codebook_arrays, dense_bias, weight_info
+from engine.kernels import Kernel, check_backend, dense_bias, weight_info
+from engine.kernels.csr import CsrCodebook
 from engine.kernels.dense import gemm, gemm_csr_scipy, to_scipy_csr
 from engine.kernels.sparse import gemm_csr_codebook
+from engine.ops.attrs import check_attrs, check_params
 from formats import CodebookTensor
 
 NAME = "linear"
+ATTRS = ()
+PARAMS = ("weight",), ("bias",)  # required, optional
 
 
 def infer_shape(attrs: dict, in_shape: tuple, params: dict[str, tuple]) -> tuple:
     """(I,) -> (O,)."""
-    if "weight" not in params:
-        raise ValueError("linear: missing param 'weight'")
+    check_attrs(NAME, attrs, ATTRS)
+    check_params(NAME, params, *PARAMS)
     wshape = tuple(params["weight"])
     if len(wshape) != 2:
         raise ValueError(f"linear: weight must be (O, I), got {wshape}")
     if len(in_shape) != 1 or in_shape[0] != wshape[1]:
         raise ValueError(f"linear: input must be ({wshape[1]},) per sample for weight "
                          f"{wshape}, got {tuple(in_shape)} (flatten first?)")
-    if "bias" in params and params["bias"] is not None and tuple(params["bias"]) != wshape[:1]:
+    if params.get("bias") is not None and tuple(params["bias"]) != wshape[:1]:
         raise ValueError(f"linear: bias must be ({wshape[0]},), got {tuple(params['bias'])}")
     return (wshape[0],)
 
@@ -42,7 +46,18 @@ def select_kernel(weight, backend: str) -> str:
     return "gemm_csr_codebook" if backend == "numba" else "gemm_csr_scipy"
 
 
+def cost(attrs: dict, in_shape: tuple, out_shape: tuple, params: dict, backend: str):
+    """(multiply-adds, workspace bytes) per sample: the sparse paths transpose x and y."""
+    weight = params["weight"]
+    (o, i), (n_in,), (n_out,) = weight.shape, in_shape, out_shape
+    if select_kernel(weight, backend) == "gemm":
+        return o * i, 0
+    return weight.nnz + n_in + n_out, 4 * (n_in + n_out)
+
+
 def build(attrs: dict, params: dict, backend: str) -> Kernel:
+    check_attrs(NAME, attrs, ATTRS)
+    check_params(NAME, params, *PARAMS)
     weight = params["weight"]
     if len(weight.shape) != 2:
         raise ValueError(f"linear: weight must be (O, I), got {tuple(weight.shape)}")
@@ -52,17 +67,22 @@ def build(attrs: dict, params: dict, backend: str) -> Kernel:
 
     if name == "gemm":
         w = np.ascontiguousarray(weight, dtype=np.float32)
+        resident = w.nbytes
 
         def fn(x):
             return gemm(x, w, bias)
     elif name == "gemm_csr_scipy":
-        csr = to_scipy_csr(weight.indptr, weight.indices, weight.values(), (o, i))
+        csr = to_scipy_csr(weight.indptr, weight.indices, CsrCodebook.of(weight).values(), (o, i))
+        resident = csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes
 
         def fn(x):
             return gemm_csr_scipy(x, csr, bias)
     else:
-        indptr, indices, codes, table = csr_codebook_arrays(weight)
+        w = CsrCodebook.of(weight)
+        resident = w.nbytes
 
         def fn(x):
-            return gemm_csr_codebook(x, indptr, indices, codes, table, bias, check=False)
-    return Kernel(name, fn, weight_info(weight))
+            return gemm_csr_codebook(x, w, bias)
+    info = weight_info(weight, resident)  # the weight alone: what it costs per nonzero
+    resident += 0 if bias is None else bias.nbytes
+    return Kernel(name, fn, info, resident)

@@ -6,28 +6,31 @@ from __future__ import annotations
 import numpy as np
 
 from engine.kernels import Kernel, check_backend
-from engine.kernels.dense import maxpool2d_nchw, pair
+from engine.kernels.dense import maxpool2d_nchw
 from engine.kernels.sparse import conv_out_size
+from engine.ops.attrs import check_attrs, check_params, pair
 
 NAME = "maxpool2d"
+ATTRS = ("kernel", "stride", "padding")
 
 
 def geometry(attrs: dict):
     """((kh, kw), (sh, sw), (ph, pw)) with PyTorch's rule that padding <= kernel / 2."""
+    check_attrs(NAME, attrs, ATTRS)
     if "kernel" not in attrs:
         raise ValueError("maxpool2d: missing attr 'kernel'")
-    k = pair(attrs["kernel"], "kernel")
-    s = pair(attrs.get("stride") or attrs["kernel"], "stride")
-    p = pair(attrs.get("padding", 0), "padding")
-    if min(k) < 1 or min(s) < 1 or min(p) < 0 or p[0] * 2 > k[0] or p[1] * 2 > k[1]:
-        raise ValueError(f"maxpool2d: need kernel >= 1, stride >= 1, 0 <= padding <= kernel/2; "
-                         f"got kernel {k} stride {s} padding {p}")
+    k = pair(attrs["kernel"], "maxpool2d: kernel", 1)
+    s = pair(attrs["stride"] if "stride" in attrs else attrs["kernel"], "maxpool2d: stride", 1)
+    p = pair(attrs.get("padding", 0), "maxpool2d: padding", 0)
+    if p[0] * 2 > k[0] or p[1] * 2 > k[1]:
+        raise ValueError(f"maxpool2d: padding {p} is more than half the kernel {k}")
     return k, s, p
 
 
 def infer_shape(attrs: dict, in_shape: tuple, params: dict[str, tuple]) -> tuple:
     """(C, H, W) -> (C, OH, OW)."""
     (kh, kw), (sh, sw), (ph, pw) = geometry(attrs)
+    check_params(NAME, params, ())
     if len(in_shape) != 3:
         raise ValueError(f"maxpool2d: input must be (C, H, W) per sample, got "
                          f"{tuple(in_shape)}")
@@ -53,6 +56,19 @@ def reference(x: np.ndarray, attrs: dict, params: dict[str, np.ndarray]) -> np.n
     return y
 
 
+def cost(attrs: dict, in_shape: tuple, out_shape: tuple, params: dict, backend: str):
+    """(element maxima, workspace bytes) per sample: the padded copy and, for a large window,
+    the row-pooled intermediate (C, HP, OW)."""
+    (kh, kw), _, (ph, pw) = geometry(attrs)
+    c, h, w = in_shape
+    _, oh, ow = out_shape
+    padded = c * (h + 2 * ph) * (w + 2 * pw) if ph or pw else 0
+    if kh * kw <= 9:
+        return c * oh * ow * kh * kw, 4 * padded
+    rows = c * (h + 2 * ph) * ow
+    return rows * kw + c * oh * ow * kh, 4 * (padded + rows)
+
+
 def select_kernel(backend: str) -> str:
     check_backend(backend)
     return "maxpool2d_nchw"
@@ -60,6 +76,7 @@ def select_kernel(backend: str) -> str:
 
 def build(attrs: dict, params: dict, backend: str) -> Kernel:
     k, s, p = geometry(attrs)
+    check_params(NAME, params, ())
     name = select_kernel(backend)
 
     def fn(x):

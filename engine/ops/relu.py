@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from engine.kernels import Kernel, check_backend
+from engine.ops.attrs import check_attrs, check_params
 
 NAME = "relu"
+ATTRS = ()
 
 
 def infer_shape(attrs: dict, in_shape: tuple, params: dict[str, tuple]) -> tuple:
+    check_attrs(NAME, attrs, ATTRS)
+    check_params(NAME, params, ())
     return tuple(in_shape)
 
 
 def reference(x: np.ndarray, attrs: dict, params: dict[str, np.ndarray]) -> np.ndarray:
     return np.where(x > 0, x, np.zeros_like(x))
+
+
+def cost(attrs: dict, in_shape: tuple, out_shape: tuple, params: dict, backend: str):
+    """(element operations, workspace bytes) per sample."""
+    return math.prod(in_shape), 0
 
 
 def select_kernel(backend: str) -> str:
@@ -23,6 +34,9 @@ def select_kernel(backend: str) -> str:
 
 
 def build(attrs: dict, params: dict, backend: str) -> Kernel:
+    check_attrs(NAME, attrs, ATTRS)
+    check_params(NAME, params, ())
+
     def fn(x):
         return np.maximum(x, 0, dtype=x.dtype)
     return Kernel(select_kernel(backend), fn)
