@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 
 import numpy as np
 
@@ -22,16 +23,42 @@ from engine.ir import Graph
 from engine.kernels import _jit
 
 _LOCK = threading.Lock()
-_GRAPHS: dict[tuple, Graph] = {}      # file identity -> decoded graph
-_MODELS: dict[tuple, Model] = {}      # (file identity, backend, limits) -> planned model
+CACHE_SIZE = 4  # models kept per process: a phone app loads one or two; a loop over files
+_GRAPHS: OrderedDict[tuple, Graph] = OrderedDict()  # file identity -> decoded graph
+_MODELS: OrderedDict[tuple, Model] = OrderedDict()  # (identity, backend, limits) -> model
 
 
 def _identity(path: str) -> tuple:
+    """What makes two loads the same file: a replaced file (new inode) or one rewritten in
+    place (new ctime) is decoded again, even within one mtime tick and at the same size."""
     try:
         st = os.stat(path)
     except OSError:
         raise formats.FormatError("no such file", path=path) from None
-    return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+            st.st_ctime_ns)
+
+
+def _cached(cache: OrderedDict, key):
+    with _LOCK:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    return None
+
+
+def _remember(cache: OrderedDict, key, value) -> None:
+    with _LOCK:
+        cache[key] = value
+        while len(cache) > CACHE_SIZE:
+            cache.popitem(last=False)
+
+
+def clear_cache() -> None:
+    """Forget every decoded file and planned model (the next load reads the file again)."""
+    with _LOCK:
+        _GRAPHS.clear()
+        _MODELS.clear()
 
 
 def decoded_bytes(info: formats.TensorInfo) -> int:
@@ -51,9 +78,9 @@ def read_graph(path: str | os.PathLike, limits: Limits | None = None) -> Graph:
     path = os.fspath(path)
     limits = limits or Limits()
     key = _identity(path)
-    with _LOCK:
-        if key in _GRAPHS:
-            return _GRAPHS[key]
+    cached = _cached(_GRAPHS, key)
+    if cached is not None:
+        return cached
     with formats.open(path) as f:
         need = sum(decoded_bytes(f.info(name)) for name in f.tensor_names)
         if need > limits.max_memory:
@@ -62,8 +89,7 @@ def read_graph(path: str | os.PathLike, limits: Limits | None = None) -> Graph:
                              f"{biggest!r}: {human(decoded_bytes(f.info(biggest)))}), over the "
                              f"limit of {human(limits.max_memory)} (max_memory)")
         graph = graph_of(f.metadata, f.tensors(), path)
-    with _LOCK:
-        _GRAPHS[key] = graph
+    _remember(_GRAPHS, key, graph)
     return graph
 
 
@@ -88,12 +114,11 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
     if threads is not None:
         _jit.set_threads(threads)
     key = (_identity(path), backend, limits)
-    with _LOCK:
-        if key in _MODELS:
-            return _MODELS[key]
+    cached = _cached(_MODELS, key)
+    if cached is not None:
+        return cached
     model = Model(read_graph(path, limits), backend, source=path, limits=limits)
-    with _LOCK:
-        _MODELS[key] = model
+    _remember(_MODELS, key, model)
     return model
 
 
