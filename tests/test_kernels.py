@@ -232,6 +232,19 @@ def test_conv2d_nchw_csr_scipy_matches_ref(case):
     assert_close(y, conv_ref(x, t, bias, stride, pad), conv_ref(x, t, bias, stride, pad, True))
 
 
+@given(conv_cases())
+def test_conv2d_nchw_csr_scipy_on_used_columns_only_matches_ref(case):
+    """The op's SciPy path: im2col rows only for the weight columns that hold a nonzero."""
+    from engine.ops.conv2d import used_columns
+
+    x, t, bias, stride, pad = case
+    used, columns = used_columns(t)
+    k = t.row_size if used is None else len(used)
+    csr = to_scipy_csr(t.indptr, columns, CsrCodebook.of(t).values(), (t.rows, k))
+    y = dense.conv2d_nchw_csr_scipy(x, csr, bias, *t.shape[2:], stride, pad, used)
+    assert_close(y, conv_ref(x, t, bias, stride, pad), conv_ref(x, t, bias, stride, pad, True))
+
+
 @given(gemm_cases())
 def test_gemm_csr_scipy_matches_ref(case):
     x, t, bias = case

@@ -65,18 +65,40 @@ def conv2d_nchw_im2col(x, weight, bias=None, stride=1, pad=0) -> np.ndarray:
     return _cols_to_nchw(yc, n, oh, ow)
 
 
-def conv2d_nchw_csr_scipy(x, csr, bias, kh, kw, stride=1, pad=0) -> np.ndarray:
-    """Sparse convolution without Numba: scipy csr (O, C*KH*KW) @ im2col columns."""
+def im2col_rows(x: np.ndarray, kh: int, kw: int, stride, pad, rows: np.ndarray) -> np.ndarray:
+    """Only the listed rows of im2col(x, ...): (len(rows), N*OH*OW), rows in (c, ky, kx) order
+    numbering. A sparse filter bank reads few of the C*KH*KW rows; the others are never built."""
+    (sh, sw), (ph, pw) = pair(stride, "stride"), pair(pad, "padding")
+    n, c, h, w = x.shape
+    oh, ow = conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+    win = sliding_window_view(xp, (kh, kw), axis=(2, 3))
+    win = win[:, :, : sh * (oh - 1) + 1 : sh, : sw * (ow - 1) + 1 : sw]  # (N, C, OH, OW, KH, KW)
+    ci, tap = np.divmod(np.asarray(rows, dtype=np.intp), kh * kw)
+    ky, kx = np.divmod(tap, kw)
+    return win[:, ci, :, :, ky, kx].reshape(len(rows), n * oh * ow)  # (U, N, OH, OW): one gather
+
+
+def conv2d_nchw_csr_scipy(x, csr, bias, kh, kw, stride=1, pad=0, used=None) -> np.ndarray:
+    """Sparse convolution without Numba: scipy csr (O, C*KH*KW) @ im2col columns. With `used`
+    (the sorted weight columns that hold a nonzero) csr is (O, len(used)) and only those rows
+    of im2col are built: an empty filter bank costs its bias, not C*KH*KW copies of the input."""
     _check_x4(x, "conv2d_nchw_csr_scipy")
     o, k = csr.shape
     c = x.shape[1]
-    if k != c * kh * kw:
+    if (c * kh * kw if used is None else len(used)) != k or (
+            used is not None and len(used) and used[-1] >= c * kh * kw):
         raise ValueError(f"conv2d_nchw_csr_scipy: weight rows hold {k} values, input needs "
                          f"C*KH*KW = {c}*{kh}*{kw} = {c * kh * kw}")
     (sh, sw), (ph, pw) = pair(stride, "stride"), pair(pad, "padding")
     n, _, h, w = x.shape
     oh, ow = conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw)
-    yc = np.asarray(csr @ im2col(x, kh, kw, (sh, sw), (ph, pw)))  # (O, N*OH*OW)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"conv2d_nchw_csr_scipy: input {h}x{w} with padding ({ph}, {pw}) is "
+                         f"smaller than the {kh}x{kw} kernel")
+    cols = (im2col(x, kh, kw, (sh, sw), (ph, pw)) if used is None
+            else im2col_rows(x, kh, kw, (sh, sw), (ph, pw), used))
+    yc = np.asarray(csr @ cols, dtype=np.float32)  # (O, N*OH*OW)
     if bias is not None:
         yc += bias.reshape(o, 1)
     return _cols_to_nchw(yc, n, oh, ow)
