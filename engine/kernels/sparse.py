@@ -1,8 +1,8 @@
 """Sparse kernels that compute on codebook indices (engine.kernels.csr.CsrCodebook): CSR rows are
 output channels; the value of nonzero j in row o is ``book[o * book_step, codes[j]]``, and a
 scaled tensor multiplies each output of row o by ``scale[o]`` once, after the sum (in NumPy:
-a branch for it inside the Numba kernels made LLVM stop vectorising them, 4x slower). The dense float weight is
-never rebuilt, and neither is an (O, K) table from a shared codebook.
+a branch for it inside the Numba kernels made LLVM stop vectorising them, 4x slower). The
+dense float weight is never rebuilt, and neither is an (O, K) table from a shared codebook.
 
 Each public function checks its inputs in O(1) on every call (shapes, widths, dtypes: the
 O(nnz) range scans were done once, when the CsrCodebook was made), allocates, and calls a
