@@ -13,6 +13,7 @@ import pytest
 import formats
 from engine.cli import DEMO_MODEL, DEMO_SAMPLES
 from engine.kernels._jit import HAVE_NUMBA, WHY_NO_NUMBA
+from engine.runtime import read_graph
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -185,3 +186,52 @@ def test_malformed_graph_metadata(tmp_path):
     formats.write(path, {"graph": {"nodes": 3}}, {})
     for command in ("infer", "info"):
         assert_one_line_error(run(command, path, ok=False), "meta.pnn", "malformed graph")
+
+
+# ---- bugs and the machine's own limits: one line, never a raw traceback -----------------------
+
+@pytest.mark.parametrize("raised, code, needle", [
+    (IndexError("index 7 is out of bounds"), 2, "internal error (IndexError: index 7 is out of "
+                                                "bounds): a bug in pocketnn, please report it"),
+    (OverflowError("int too large"), 2, "internal error (OverflowError"),
+    (MemoryError(), 1, "ran out of memory below --max-memory; lower --batch"),
+    (PermissionError(13, "Permission denied", "/x/model.pnn"), 1, "/x/model.pnn"),
+])
+def test_unexpected_failures_are_one_line(monkeypatch, capsys, raised, code, needle):
+    import engine.cli
+
+    def boom(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(engine.cli, "load", boom)
+    assert engine.cli.main(["infer"]) == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert needle in err, err
+    if code == 2:
+        assert "add --debug for the traceback" in err
+        assert engine.cli.main(["infer", "--debug"]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" in err and needle in err.splitlines()[-1]
+
+
+def test_numba_typing_errors_from_a_file_cannot_happen(tmp_path):
+    """What used to reach Numba's type inference from a file (a stride of 10**20) is refused
+    when the attributes are read: the CLI says so in one line."""
+    graph = read_graph(DEMO_MODEL).copy()
+    graph.nodes[2].attrs["stride"] = 10**20
+    path = tmp_path / "stride.pnn"
+    formats.write(path, graph.to_metadata(), graph.tensors)
+    assert_one_line_error(run("infer", path, ok=False), path, "stride=")
+
+
+def test_limits_on_the_command_line(tmp_path):
+    p = run("infer", "--max-macs", "1e5", ok=False)
+    assert_one_line_error(p, "multiply-adds per image, over the limit of 100,000 (max_macs)")
+    p = run("infer", "--max-memory", "100K", ok=False)
+    assert_one_line_error(p, "over the limit of 100 KiB (max_memory)")
+    p = run("info", DEMO_MODEL, "--max-memory", "lots", ok=False)
+    assert p.returncode == 2 and "expected a size such as 512M" in p.stderr
+    d = json.loads(run("info", DEMO_MODEL, "--json").stdout)
+    assert d["peak_bytes_per_image"] > 0 and d["macs"] > 0 and d["max_batch"] > 1000
+    assert all(r["bytes_per_nonzero"] < 4 for r in d["layers"] if r["op"] == "linear")
