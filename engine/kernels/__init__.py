@@ -47,13 +47,16 @@ def dense_bias(bias) -> np.ndarray | None:
     return np.ascontiguousarray(dense, dtype=np.float32)
 
 
-def weight_info(weight, resident: int) -> dict:
-    """What `info` reports about a layer's prepared weight."""
+def weight_info(weight, resident: int, sparse_bytes: int | None = None) -> dict:
+    """What `info` reports about a layer's prepared weight: its resident bytes and, for a
+    sparse kernel, what its sparse structure (row pointers, column indices, codes or values)
+    costs per nonzero: under 4 bytes means less than the nonzeros' dense floats."""
     size = int(np.prod(weight.shape, dtype=np.int64))
     nnz = int(getattr(weight, "nnz", size))
     return {"shape": tuple(int(s) for s in weight.shape), "nonzeros": nnz,
             "density": nnz / size if size else 0.0, "resident_bytes": resident,
-            "bytes_per_nonzero": resident / nnz if nnz else None}
+            "bytes_per_nonzero": sparse_bytes / nnz if sparse_bytes is not None and nnz
+            else None}
 
 
 __all__ = ["BACKENDS", "HAVE_NUMBA", "Kernel", "check_backend", "dense_bias", "get_threads",

@@ -59,6 +59,12 @@ class CsrCodebook:
         """Bytes each nonzero costs: its column index and its code."""
         return self.cols.itemsize + self.codes.itemsize
 
+    @property
+    def sparse_bytes(self) -> int:
+        """Bytes of the sparse structure: row pointers, column indices and codes (what grows
+        with the nonzeros and rows; the codebook and scale are a per-layer table besides)."""
+        return self.indptr.nbytes + self.cols.nbytes + self.codes.nbytes
+
     def values(self) -> np.ndarray:
         """float32 (nnz,): each nonzero's value (for the SciPy path, which stores floats)."""
         rows = np.repeat(np.arange(self.rows), np.diff(self.indptr))

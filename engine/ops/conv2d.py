@@ -119,7 +119,7 @@ def build(attrs: dict, params: dict, backend: str) -> Kernel:
 
     if name == "conv2d_nchw_im2col":
         w = np.ascontiguousarray(weight, dtype=np.float32)
-        resident = w.nbytes
+        resident, sparse = w.nbytes, w.sparse_bytes
 
         def fn(x):
             return conv2d_nchw_im2col(x, w, bias, (sh, sw), (ph, pw))
@@ -127,17 +127,17 @@ def build(attrs: dict, params: dict, backend: str) -> Kernel:
         used, columns = used_columns(weight)
         csr = to_scipy_csr(weight.indptr, columns, CsrCodebook.of(weight).values(),
                            (o, c * kh * kw if used is None else len(used)))
-        resident = csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes
+        resident = sparse = csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes
         resident += 0 if used is None else used.nbytes
 
         def fn(x):
             return conv2d_nchw_csr_scipy(x, csr, bias, kh, kw, (sh, sw), (ph, pw), used)
     else:
         w = CsrCodebook.of(weight)
-        resident = w.nbytes
+        resident, sparse = w.nbytes, w.sparse_bytes
 
         def fn(x):
             return conv2d_nchw_csr_codebook(x, w, bias, kh, kw, (sh, sw), (ph, pw))
-    info = weight_info(weight, resident)  # the weight alone: what it costs per nonzero
+    info = weight_info(weight, resident, sparse)  # the weight alone, without the bias
     resident += 0 if bias is None else bias.nbytes
     return Kernel(name, fn, info, resident)

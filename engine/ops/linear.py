@@ -67,22 +67,22 @@ def build(attrs: dict, params: dict, backend: str) -> Kernel:
 
     if name == "gemm":
         w = np.ascontiguousarray(weight, dtype=np.float32)
-        resident = w.nbytes
+        resident, sparse = w.nbytes, w.sparse_bytes
 
         def fn(x):
             return gemm(x, w, bias)
     elif name == "gemm_csr_scipy":
         csr = to_scipy_csr(weight.indptr, weight.indices, CsrCodebook.of(weight).values(), (o, i))
-        resident = csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes
+        resident = sparse = csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes
 
         def fn(x):
             return gemm_csr_scipy(x, csr, bias)
     else:
         w = CsrCodebook.of(weight)
-        resident = w.nbytes
+        resident, sparse = w.nbytes, w.sparse_bytes
 
         def fn(x):
             return gemm_csr_codebook(x, w, bias)
-    info = weight_info(weight, resident)  # the weight alone: what it costs per nonzero
+    info = weight_info(weight, resident, sparse)  # the weight alone, without the bias
     resident += 0 if bias is None else bias.nbytes
     return Kernel(name, fn, info, resident)
