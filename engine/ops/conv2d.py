@@ -119,7 +119,7 @@ def build(attrs: dict, params: dict, backend: str) -> Kernel:
 
     if name == "conv2d_nchw_im2col":
         w = np.ascontiguousarray(weight, dtype=np.float32)
-        resident, sparse = w.nbytes, w.sparse_bytes
+        resident, sparse = w.nbytes, None
 
         def fn(x):
             return conv2d_nchw_im2col(x, w, bias, (sh, sw), (ph, pw))

@@ -67,7 +67,7 @@ def build(attrs: dict, params: dict, backend: str) -> Kernel:
 
     if name == "gemm":
         w = np.ascontiguousarray(weight, dtype=np.float32)
-        resident, sparse = w.nbytes, w.sparse_bytes
+        resident, sparse = w.nbytes, None
 
         def fn(x):
             return gemm(x, w, bias)
