@@ -8,11 +8,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from engine.budget import Limits, count, human
 from engine.errors import ModelError, SettingError
 from engine.ir import Graph, Node
 from engine.kernels import Kernel, _jit
 from engine.ops import OPS
+from formats import CodebookTensor
 
 BACKENDS = ("auto", "numba", "numpy")
 FLOAT = 4  # every value is float32
@@ -91,6 +94,22 @@ def shapes(graph: Graph, source: str = "model",
     return known
 
 
+def check_finite(name: str, t) -> None:
+    """ValueError unless every weight value is a finite float32: NaN or infinity in a weight is
+    damage (the answers would depend on the order of the sums), and so is a scale times a
+    codebook entry that overflows float32."""
+    if isinstance(t, CodebookTensor):
+        book = np.abs(np.asarray(t.codebook, np.float64))
+        top = book.max(axis=-1) if book.size else np.zeros(1)
+        if t.scale is not None:
+            top = top * np.abs(np.asarray(t.scale, np.float64))
+        if not np.all(np.isfinite(top)) or (top.size and top.max() > np.finfo(np.float32).max):
+            raise ValueError(f"tensor {name!r}: a codebook value (scale x entry) is NaN, "
+                             f"infinite or beyond float32")
+    elif not np.all(np.isfinite(t)):
+        raise ValueError(f"tensor {name!r}: holds NaN or infinity")
+
+
 def _checked(shape: tuple[int, ...], what: str, source: str, limits: Limits) -> tuple[int, ...]:
     if any(int(s) < 1 for s in shape):
         raise ModelError(f"{source}: {what} has shape {shape}; every dimension must be >= 1")
@@ -147,6 +166,8 @@ def plan(graph: Graph, backend: str, source: str = "model",
     for step in steps:
         node = step.node
         try:
+            for name in node.params.values():
+                check_finite(name, graph.tensors[name])
             step.kernel = OPS[node.op].build(node.attrs, graph.params_of(node), backend)
         except (ValueError, TypeError, KeyError) as e:
             raise ModelError(f"{source}: node {node.name!r} ({node.op}): {e}") from None

@@ -136,6 +136,37 @@ def test_hostile_model_in_process(name, backend, tmp_path):
     assert peak < 200 * MiB, f"{name}: peak {peak / MiB:.0f} MiB"
 
 
+def with_tensor(name, make):
+    def edit(g):
+        g.tensors[name] = make(g.tensors[name])
+    return lambda: demo_with(edit)
+
+
+def scaled(t, scale):
+    return CodebookTensor(t.shape, t.indptr, t.indices, t.codes, t.codebook,
+                          np.full(t.rows, scale, np.float32), t.bits)
+
+
+@pytest.mark.parametrize("name, builder", [
+    ("NaN bias", with_tensor("conv1.bias", lambda b: np.where(np.arange(b.size) == 3, np.nan,
+                                                                b).astype(b.dtype))),
+    ("infinite codebook entry", with_tensor("fc1.weight", lambda t: CodebookTensor(
+        t.shape, t.indptr, t.indices, t.codes, np.full_like(t.codebook, np.inf), None, t.bits))),
+    ("scale x codebook overflows float32", with_tensor(
+        "conv2.weight", lambda t: scaled(t, 3e38 / max(float(np.abs(t.codebook).max()), 1e-30)
+                                         * 10))),
+])
+def test_weights_that_are_not_finite_floats(name, builder, tmp_path):
+    """NaN or infinity in a weight would make the answers depend on the order of the sums (the
+    backends would disagree on where the NaNs land): refused, naming the tensor."""
+    graph = builder()
+    path = tmp_path / "nan.pnn"
+    formats.write(path, graph.to_metadata(), graph.tensors)
+    clear_cache()
+    with pytest.raises(engine.ModelError, match="NaN|infinite|beyond float32"):
+        engine.load(path, backend="numpy")
+
+
 def test_forty_relus_hold_two_values():
     graph = CASES["40 chained ReLUs"][0]()
     plan = engine.Model(graph, "numpy").plan
