@@ -152,9 +152,10 @@ def scaled(t, scale):
                                                                 b).astype(b.dtype))),
     ("infinite codebook entry", with_tensor("fc1.weight", lambda t: CodebookTensor(
         t.shape, t.indptr, t.indices, t.codes, np.full_like(t.codebook, np.inf), None, t.bits))),
-    ("scale x codebook overflows float32", with_tensor(
-        "conv2.weight", lambda t: scaled(t, 3e38 / max(float(np.abs(t.codebook).max()), 1e-30)
-                                         * 10))),
+    ("scale x codebook overflows float32", with_tensor(  # 1e30 x 1e10: both finite
+        "conv2.weight", lambda t: scaled(CodebookTensor(
+            t.shape, t.indptr, t.indices, t.codes, np.full_like(t.codebook, 1e10), None,
+            t.bits), 1e30))),
 ])
 def test_weights_that_are_not_finite_floats(name, builder, tmp_path):
     """NaN or infinity in a weight would make the answers depend on the order of the sums (the
