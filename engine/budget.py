@@ -42,6 +42,8 @@ class Limits:
 
 def human(n: float) -> str:
     """Bytes for a person: 1.5 GiB, 800 KiB, 12 B."""
+    if n >= 1 << 60:  # a hostile figure: exact ints of any size print, floats may not
+        return f"about 2**{int(n).bit_length() - 1} B"
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:
             return f"{n / size:.3g} {unit}"
@@ -50,4 +52,4 @@ def human(n: float) -> str:
 
 def count(n: float) -> str:
     """A large count for a person: 2.1e+12 stays readable, 12,345 gets commas."""
-    return f"{n:,.0f}" if n < 1e15 else f"{n:.3g}"
+    return f"{n:,.0f}" if n < 1e15 else f"about 2**{int(n).bit_length() - 1}"

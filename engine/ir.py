@@ -19,6 +19,9 @@ from formats import CodebookTensor
 # The graph schema and op set this engine reads. A file records the version it needs; a newer
 # one is refused with a message saying so, never run with ops or attributes misunderstood.
 IR_VERSION = 1
+# An input dimension past this is damage (a 16-million-pixel side); it also keeps every size
+# the planner computes from shapes within what a float can print.
+MAX_INPUT_DIM = 1 << 24
 
 
 @dataclass
@@ -119,10 +122,10 @@ class Graph:
             raise ValueError("malformed graph metadata: node names are not unique")
         inp = _typed(g.get("input"), dict, "graph.input")
         shape = _typed(inp.get("shape"), list, "graph.input.shape")
-        if len(shape) != 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1
-                                  for d in shape):
+        if len(shape) != 3 or any(isinstance(d, bool) or not isinstance(d, int)
+                                  or not 1 <= d <= MAX_INPUT_DIM for d in shape):
             raise ValueError(f"malformed graph metadata: input shape {_short(shape)} is not "
-                             f"(C, H, W) of positive integers")
+                             f"(C, H, W) of integers in 1..{MAX_INPUT_DIM}")
         pre = _typed(meta.get("preprocess", {}), dict, "preprocess")
         preprocess = Preprocess(scale=_number(pre.get("scale", 1.0), "preprocess.scale"),
                                 mean=_numbers(pre.get("mean", [0.0]), "preprocess.mean"),
@@ -170,7 +173,12 @@ def _strings(v, what: str) -> list[str]:
 
 
 def _number(v, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    """A JSON number as a finite float (an int of 4,000 digits does not fit one)."""
+    try:
+        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(float(v))
+    except OverflowError:
+        ok = False
+    if not ok:
         raise ValueError(f"malformed graph metadata: {what} must be a finite number, got "
                          f"{_short(v)}")
     return float(v)

@@ -29,6 +29,11 @@ CASES = {
                                 "weight"),
     "output never produced": (lambda g: setattr(g, "output_name", "probs"), "probs"),
     "unknown op": (lambda g: setattr(g.nodes[3], "op", "lstm"), "lstm"),
+    "4001-digit mean": (lambda g: setattr(g.preprocess, "mean", [10**4000]), "finite number"),
+    "2**40-pixel input side": (lambda g: setattr(g, "input_shape", (1, 2**40, 28)),
+                               "integers in 1..16777216"),
+    "inputs as a string": (lambda g: setattr(g.nodes[1], "inputs", "relu1"),
+                           "inputs must be a list of strings"),
 }
 
 
