@@ -73,3 +73,8 @@ MIN_BITS, MAX_BITS = 1, 16          # codebook code width
 MIN_REL_BITS, MAX_REL_BITS = 1, 16  # relative-index width
 AUTO_REL_BITS = range(1, 13)        # widths the writer tries when rel_bits=None
 MAX_CODE_LEN = 24                   # Huffman code length limit (decoder peeks this many bits)
+# Rows cost a reader 8 bytes each (the CSR indptr) however few bytes store them, so a codebook
+# section may declare at most ROWS_PER_BYTE * its length + MIN_ROWS_ALLOWANCE rows (reader and
+# writer alike). Any layer of <= 65,536 rows passes; why that is enough: docs/FORMAT.md.
+ROWS_PER_BYTE = 16
+MIN_ROWS_ALLOWANCE = 1 << 16

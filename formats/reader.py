@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import math
 import os
 import zlib
 from dataclasses import dataclass
@@ -36,9 +37,11 @@ from formats.constants import (
     METADATA_KINDS,
     MIN_BITS,
     MIN_REL_BITS,
+    MIN_ROWS_ALLOWANCE,
     MODE_NAMES,
     MODE_PER_CHANNEL,
     MODE_SCALED,
+    ROWS_PER_BYTE,
     SECTION_ALIGN,
     SECTION_ENTRY,
     SECTION_METADATA_ZLIB,
@@ -252,8 +255,12 @@ class PnnFile:
         if sec.kind == SECTION_METADATA_ZLIB:
             raw = _inflate_metadata(raw, sec.offset)
         try:
-            doc = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            doc = json.loads(raw.decode("utf-8"), parse_constant=_no_constant,
+                             parse_float=_finite_float)
+        except _NonFinite:
+            raise LayoutError("metadata JSON holds NaN/Infinity (forbidden by the spec)",
+                              section=0, offset=sec.offset) from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:  # Recursion: too deep
             raise LayoutError(f"metadata is not valid UTF-8 JSON ({type(e).__name__})",
                               section=0, offset=sec.offset) from None
 
@@ -383,6 +390,11 @@ def _parse(cur: _Cursor, expected: str, sec: _Section, decode: bool = False):
     # codebook
     if ndim < 1:
         raise cur.fail("a codebook tensor needs at least one dimension")
+    rows = shape[0]
+    max_rows = ROWS_PER_BYTE * sec.length + MIN_ROWS_ALLOWANCE
+    if rows > max_rows:  # indptr costs 8 bytes a row: rows must be paid for in bytes
+        raise cur.fail(f"{rows} rows exceed the limit of {max_rows} for a section of "
+                       f"{sec.length} bytes ({ROWS_PER_BYTE} per byte + {MIN_ROWS_ALLOWANCE})")
     (bits, mode, rel_bits, reserved, k, nnz, n_entries, code_len,
      rel_len) = cur.unpack(CODEBOOK_HEAD, "codebook header")
     if not MIN_BITS <= bits <= MAX_BITS:
@@ -395,7 +407,6 @@ def _parse(cur: _Cursor, expected: str, sec: _Section, decode: bool = False):
         raise cur.fail("reserved codebook-header field is not zero")
     if not 1 <= k <= 1 << bits:
         raise cur.fail(f"codebook size {k} outside 1..{1 << bits} for {bits}-bit codes")
-    rows = shape[0]
     row_size = size // rows if rows else 0
     filler = (1 << rel_bits) - 1
     if nnz > size:
@@ -436,14 +447,30 @@ def _parse(cur: _Cursor, expected: str, sec: _Section, decode: bool = False):
         raise LayoutError(f"relative indices give {positions.size} nonzeros, header says {nnz}",
                           offset=at_rel)
     row_of = positions // row_size if row_size else positions
-    indptr = np.zeros(rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(row_of, minlength=rows), out=indptr[1:])
+    # row r starts at the first nonzero of a row >= r (row_of ascends): O(rows log nnz)
+    indptr = np.searchsorted(row_of, np.arange(rows + 1)).astype(np.int64, copy=False)
     indices = (positions - row_of * row_size).astype(np.int32)
     value = CodebookTensor(
         shape=shape, indptr=indptr, indices=indices, codes=codes.astype(code_dtype(bits)),
         codebook=book.reshape(rows, k) if mode == MODE_PER_CHANNEL else book,
         scale=scale, bits=bits)
     return info, value
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _no_constant(name: str):
+    """json.loads calls this for NaN, Infinity and -Infinity, which the spec forbids."""
+    raise _NonFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # e.g. 1e999, which float() turns into inf
+        raise _NonFinite(text)
+    return value
 
 
 def _inflate_metadata(data: bytes, offset: int) -> bytes:

@@ -31,9 +31,11 @@ from formats.constants import (
     MAX_REL_BITS,
     MAX_SECTIONS,
     MIN_REL_BITS,
+    MIN_ROWS_ALLOWANCE,
     MODE_PER_CHANNEL,
     MODE_SCALED,
     MODE_SHARED,
+    ROWS_PER_BYTE,
     SECTION_ALIGN,
     SECTION_ENTRY,
     SECTION_METADATA_ZLIB,
@@ -167,7 +169,13 @@ def _encode_codebook(name: str, t: CodebookTensor, rel_bits: int | None) -> byte
     if mode == MODE_SCALED:
         parts.append(np.ascontiguousarray(t.scale, dtype="<f4").tobytes())
     parts += [code_len.tobytes(), rel_len.tobytes(), code_stream, rel_stream]
-    return b"".join(parts)
+    section = b"".join(parts)
+    max_rows = ROWS_PER_BYTE * len(section) + MIN_ROWS_ALLOWANCE
+    if t.rows > max_rows:  # the reader refuses it (docs/FORMAT.md, "Tensor section")
+        raise ValueError(f"{t.rows} rows exceed the limit of {max_rows} for its "
+                         f"{len(section)}-byte section ({ROWS_PER_BYTE} per byte + "
+                         f"{MIN_ROWS_ALLOWANCE})")
+    return section
 
 
 # ---- the container -----------------------------------------------------------------------------

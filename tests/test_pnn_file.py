@@ -3,6 +3,7 @@
 import os
 import struct
 import time
+import tracemalloc
 import warnings
 import zlib
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 import formats
 from formats import constants as C
+from formats import huffman
 from formats.writer import assemble, encode_tensor
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -308,29 +310,36 @@ def build(entries: list[bytes], body: bytes = b"") -> bytes:
     return header(len(entries), size, table) + table + body
 
 
-@pytest.mark.parametrize("blob_fn, error", [
+@pytest.mark.parametrize("blob_fn, error, reason", [
     # huge section count: refused by size arithmetic before any table is read
-    (lambda: header(2**32 - 1, 100, b"") + b"\0" * 60, formats.LayoutError),
-    (lambda: header(1000, C.HEADER_SIZE + 64, b"") + b"\0" * 64, formats.LayoutError),
+    (lambda: header(2**32 - 1, 100, b"") + b"\0" * 60, formats.LayoutError,
+     "section count 4294967295 outside"),
+    (lambda: header(1000, C.HEADER_SIZE + 64, b"") + b"\0" * 64, formats.LayoutError,
+     "table of 1000 sections does not fit"),
     # a section past the end of the file
-    (lambda: build([entry(C.SECTION_METADATA, 2**40, 10)]), formats.LayoutError),
-    (lambda: build([entry(C.SECTION_METADATA, 96, 2**63)], b"\0" * 32), formats.LayoutError),
+    (lambda: build([entry(C.SECTION_METADATA, 2**40, 10)]), formats.LayoutError,
+     "runs past the end"),
+    (lambda: build([entry(C.SECTION_METADATA, 96, 2**63)], b"\0" * 32), formats.LayoutError,
+     "runs past the end"),
     # overlapping sections
     (lambda: build([entry(C.SECTION_METADATA, 128, 64), entry(C.SECTION_TENSOR, 160, 16)],
-                   b"\0" * 96), formats.LayoutError),
+                   b"\0" * 96), formats.LayoutError, "overlapping"),
     # misaligned section
-    (lambda: build([entry(C.SECTION_METADATA, 97, 1)], b"\0" * 32), formats.LayoutError),
+    (lambda: build([entry(C.SECTION_METADATA, 97, 1)], b"\0" * 32), formats.LayoutError,
+     "not a multiple of 32"),
     # metadata bigger than the limit
     (lambda: build([entry(C.SECTION_METADATA, 96, C.MAX_METADATA_BYTES + 1)],
-                   b"\0" * (C.MAX_METADATA_BYTES + 25)), formats.LayoutError),
+                   b"\0" * (C.MAX_METADATA_BYTES + 25)), formats.LayoutError,
+     "metadata of 16777217 bytes exceeds the limit"),
     # wrong table CRC
-    (lambda: header(1, 100, b"x") + entry(1, 64, 4) + b"\0" * 28, formats.ChecksumError),
+    (lambda: header(1, 100, b"x") + entry(1, 64, 4) + b"\0" * 28, formats.ChecksumError,
+     "section table checksum"),
 ])
-def test_hostile_headers_fail_fast(tmp_path, blob_fn, error):
+def test_hostile_headers_fail_fast(tmp_path, blob_fn, error, reason):
     p = tmp_path / "hostile.pnn"
     p.write_bytes(blob_fn())
     t0 = time.perf_counter()
-    with pytest.raises(error):
+    with pytest.raises(error, match=reason):
         formats.open(p)
     assert time.perf_counter() - t0 < 1.0
 
@@ -344,15 +353,34 @@ def file_with(sections: list[tuple[int, bytes]], tmp_path) -> str:
 META_T = b'{"metadata":{},"tensors":[{"name":"t","section":1}]}'
 
 
-@pytest.mark.parametrize("meta", [
-    b"{not json", b"\xff\xfe", b"[]", b'{"metadata":{},"tensors":{}}', b"[" * 100000,
-    b'{"metadata":{},"tensors":[{"name":"t","section":5}]}',
-    b'{"metadata":{},"tensors":[{"name":"t","section":true}]}',
-    b'{"metadata":{},"tensors":[{"name":"t","section":0}]}',
+@pytest.mark.parametrize("meta, reason", [
+    (b"{not json", r"not valid UTF-8 JSON \(JSONDecodeError\)"),
+    (b"\xff\xfe", r"not valid UTF-8 JSON \(UnicodeDecodeError\)"),
+    (b"[]", "expected an object"),
+    (b'{"metadata":{},"tensors":{}}', "expected an object"),
+    (b"[" * 100000, r"not valid UTF-8 JSON \(RecursionError\)"),
+    (b'{"metadata":{},"tensors":[{"name":"t","section":5}]}', "names section 5, not a tensor"),
+    (b'{"metadata":{},"tensors":[{"name":"t","section":true}]}', "names section True"),
+    (b'{"metadata":{},"tensors":[{"name":"t","section":0}]}', "names section 0, not a tensor"),
 ])
-def test_bad_metadata_json(tmp_path, meta):
-    with pytest.raises(formats.LayoutError):
+def test_bad_metadata_json(tmp_path, meta, reason):
+    with pytest.raises(formats.LayoutError, match=reason):
         formats.open(file_with([(C.SECTION_METADATA, meta), (C.SECTION_TENSOR, b"")], tmp_path))
+
+
+@pytest.mark.parametrize("value", [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999",
+                                   b"[1.5, 2e400]"])
+@pytest.mark.parametrize("kind", [C.SECTION_METADATA, C.SECTION_METADATA_ZLIB])
+def test_metadata_with_nan_or_infinity_is_refused(tmp_path, value, kind):
+    """The spec forbids NaN/Infinity, which Python's json accepts by default; a float literal
+    too big for a double (1e999) would become inf just the same."""
+    meta = b'{"metadata":{"x":' + value + b'},"tensors":[]}'
+    data = zlib.compress(meta) if kind == C.SECTION_METADATA_ZLIB else meta
+    with pytest.raises(formats.LayoutError, match="NaN/Infinity"):
+        formats.open(file_with([(kind, data)], tmp_path))
+    ok = b'{"metadata":{"x":[1.5,-2e300,1e-999]},"tensors":[]}'  # big and tiny finite floats
+    assert formats.open(file_with([(kind, zlib.compress(ok) if kind == C.SECTION_METADATA_ZLIB
+                                    else ok)], tmp_path)).metadata == {"x": [1.5, -2e300, 0.0]}
 
 
 @pytest.mark.parametrize("meta, needle", [
@@ -385,34 +413,151 @@ def codebook_body(bits=4, mode=C.MODE_SHARED, rel_bits=2, k=4, nnz=1, entries=1,
     return C.CODEBOOK_HEAD.pack(bits, mode, rel_bits, 0, k, nnz, entries, code_len, rel_len)
 
 
-@pytest.mark.parametrize("section", [
-    tensor_head((2**40, 2**40), C.ENCODING_F32),                    # dim over the limit
-    tensor_head((2**30, 2**30), C.ENCODING_F32),                    # product over the limit
-    tensor_head((1,) * 9, C.ENCODING_F32),                          # too many dims
-    tensor_head((4,), C.ENCODING_F32) + b"\0" * 8,                  # data too short
-    tensor_head((4,), 99),                                          # unknown encoding
-    tensor_head((4,), C.ENCODING_F32, name=b"u") + b"\0" * 16,      # name mismatch
-    tensor_head((10, 10)) + codebook_body(k=2**20),                 # K > 2**bits
-    tensor_head((10, 10)) + codebook_body(bits=0),
-    tensor_head((10, 10)) + codebook_body(rel_bits=17),
-    tensor_head((10, 10)) + codebook_body(mode=9),
-    tensor_head((10, 10)) + codebook_body(nnz=101),                 # more nonzeros than size
-    tensor_head((2**15, 2**15)) + codebook_body(nnz=2**30, entries=2**30)
-    + b"\0" * 16 + bytes([1, 1, 0, 0]) + bytes([1, 1, 0, 0]) + b"\0\0",  # huge counts, 2 bytes
-    tensor_head((2**15, 2**15)) + codebook_body(mode=C.MODE_PER_CHANNEL, k=16),  # huge codebook
-    tensor_head((10, 10)) + codebook_body(code_len=2**60),          # stream past the end
-    tensor_head((10, 10)) + codebook_body()
-    + b"\0" * 16 + bytes([1, 1, 1, 0]) + bytes([1, 1, 0, 0]) + b"\0\0",  # over-subscribed
-    tensor_head((10, 10)) + codebook_body(nnz=0, entries=3),
-])
-def test_hostile_tensor_sections_fail_fast(tmp_path, section):
+TABLES = b"\0" * 16 + bytes([1, 1, 0, 0]) + bytes([1, 1, 0, 0])  # codebook_body()'s K=4, b=2
+
+
+HOSTILE_SECTIONS = [
+    (tensor_head((2**40, 2**40), C.ENCODING_F32), formats.LayoutError,
+     "dimension 1099511627776 exceeds"),
+    (tensor_head((2**30, 2**30), C.ENCODING_F32), formats.LayoutError,
+     "elements exceed the limit"),
+    (tensor_head((1,) * 9, C.ENCODING_F32), formats.LayoutError, "9 dimensions, limit 8"),
+    (tensor_head((4,), C.ENCODING_F32) + b"\0" * 8, formats.LayoutError,
+     r"f32 data of shape \(4,\) needs 16 bytes, the section has 8"),
+    (tensor_head((4,), 99), formats.UnsupportedVersionError, "encoding 99 is unknown"),
+    (tensor_head((4,), C.ENCODING_F32, name=b"u") + b"\0" * 16, formats.LayoutError,
+     "section holds tensor 'u', the metadata says 't'"),
+    (tensor_head((10, 10)) + codebook_body(k=2**20), formats.LayoutError,
+     "codebook size 1048576 outside"),
+    (tensor_head((10, 10)) + codebook_body(bits=0), formats.LayoutError, "code width 0"),
+    (tensor_head((10, 10)) + codebook_body(rel_bits=17), formats.LayoutError,
+     "relative-index width 17"),
+    (tensor_head((10, 10)) + codebook_body(mode=9), formats.UnsupportedVersionError,
+     "codebook mode 9 is unknown"),
+    (tensor_head((10, 10)) + codebook_body(nnz=101), formats.LayoutError,
+     "101 nonzeros in a tensor of 100"),
+    # huge counts, 2 bytes of streams: refused before anything is allocated from them
+    (tensor_head((2**15, 2**15)) + codebook_body(nnz=2**30, entries=2**30) + TABLES + b"\0\0",
+     formats.TruncatedError, "1-byte stream cannot hold 1073741824 symbols"),
+    (tensor_head((2**15, 2**15)) + codebook_body(mode=C.MODE_PER_CHANNEL, k=16),
+     formats.LayoutError, "codebook needs 2097152 bytes"),
+    (tensor_head((10, 10)) + codebook_body(code_len=2**60) + TABLES, formats.LayoutError,
+     "code stream needs 1152921504606846976 bytes"),
+    (tensor_head((10, 10)) + codebook_body() + b"\0" * 16 + bytes([1, 1, 1, 0])
+     + bytes([1, 1, 0, 0]) + b"\0\0", formats.LayoutError, "over-subscribed"),
+    (tensor_head((10, 10)) + codebook_body(nnz=0, entries=3), formats.LayoutError,
+     "3 relative-index entries impossible for 0 nonzeros"),
+]
+
+
+@pytest.mark.parametrize("section, error, reason", HOSTILE_SECTIONS,
+                         ids=[reason for *_, reason in HOSTILE_SECTIONS])
+def test_hostile_tensor_sections_fail_fast(tmp_path, section, error, reason):
     p = file_with([(C.SECTION_METADATA, META_T), (C.SECTION_TENSOR, section)], tmp_path)
     f = formats.open(p)
     t0 = time.perf_counter()
-    with pytest.raises(formats.FormatError) as e:
+    with pytest.raises(error, match=reason) as e:
         f.tensor("t")
     assert time.perf_counter() - t0 < 1.0
     assert e.value.section == 1 and e.value.path == os.fspath(p)
+
+
+def codebook_section(shape, codes, entries, *, bits=2, rel_bits=2, nnz=None, n_entries=None,
+                     name=b"t") -> bytes:
+    """A shared-codebook tensor section whose Huffman streams validly hold `codes` and the
+    relative-index `entries`; the header's nnz and entry count are theirs unless given (to
+    make a file whose only fault is the lie we want a check to catch)."""
+    codes, entries = np.asarray(codes, dtype=np.int64), np.asarray(entries, dtype=np.int64)
+    k = 1 << bits
+    code_lengths = huffman.code_lengths(np.bincount(codes, minlength=k))
+    rel_lengths = huffman.code_lengths(np.bincount(entries, minlength=1 << rel_bits))
+    code_stream = huffman.encode(codes, code_lengths)
+    rel_stream = huffman.encode(entries, rel_lengths)
+    head = C.CODEBOOK_HEAD.pack(bits, C.MODE_SHARED, rel_bits, 0, k,
+                                codes.size if nnz is None else nnz,
+                                entries.size if n_entries is None else n_entries,
+                                len(code_stream), len(rel_stream))
+    return (tensor_head(shape, name=name) + head + np.arange(k, dtype="<f4").tobytes()
+            + code_lengths.tobytes() + rel_lengths.tobytes() + code_stream + rel_stream)
+
+
+def read_section(tmp_path, section):
+    return formats.open(file_with([(C.SECTION_METADATA, META_T), (C.SECTION_TENSOR, section)],
+                                  tmp_path)).tensor("t")
+
+
+def test_crafted_section_helper_reads_back(tmp_path):
+    # the honest versions of the lies below: entries 0, filler 3, 0 -> positions 0 and 4
+    t = read_section(tmp_path, codebook_section((1, 8), [1, 2], [0, 3, 0]))
+    np.testing.assert_array_equal(t.to_dense(), [[1, 0, 0, 0, 2, 0, 0, 0]])
+
+
+def test_nonzero_count_must_match_the_relative_indices(tmp_path):
+    # 2 codes, 2 entries (within the entry bound), but a filler and one nonzero: 1 position
+    section = codebook_section((1, 8), [1, 2], [3, 0])
+    with pytest.raises(formats.LayoutError, match="relative indices give 1 nonzeros, header "
+                                                  "says 2"):
+        read_section(tmp_path, section)
+
+
+@pytest.mark.parametrize("shape, codes, entries, rel_bits", [
+    ((1, 8), [1, 2, 3], [0, 0], 2),                     # fewer entries than nonzeros
+    ((1, 4), [1], [1, 1, 1, 1, 1, 0], 1),               # > nnz + size // filler: 4 + 1 allowed
+    ((2, 3), [], [0, 2], 2),                            # entries for an empty tensor
+])
+def test_entry_count_outside_its_bound_fails_before_decoding(tmp_path, shape, codes, entries,
+                                                             rel_bits):
+    """nnz <= entry_count <= nnz + size // filler: refused from the header alone (without this
+    check the decoded positions would still be refused, later and for another reason)."""
+    with pytest.raises(formats.LayoutError, match="relative-index entries impossible"):
+        read_section(tmp_path, codebook_section(shape, codes, entries, rel_bits=rel_bits))
+
+
+def test_stray_bytes_after_the_streams(tmp_path):
+    section = encode_tensor("t", SMALL["c"])
+    assert_same(SMALL["c"], read_section(tmp_path, section))
+    with pytest.raises(formats.LayoutError, match="1 stray bytes at the end of the section"):
+        read_section(tmp_path, section + b"\0")
+
+
+def test_rows_are_paid_for_in_bytes(tmp_path):
+    """A codebook tensor of 2**31 - 1 empty rows would make the reader allocate a 16 GiB indptr
+    from a section of under 100 bytes: the row limit refuses it first, cheaply."""
+    section = codebook_section((2**31 - 1, 1), [], [])
+    p = file_with([(C.SECTION_METADATA, META_T), (C.SECTION_TENSOR, section)], tmp_path)
+    f = formats.open(p)
+    limit = C.ROWS_PER_BYTE * len(section) + C.MIN_ROWS_ALLOWANCE
+    for read in (f.info, f.tensor):
+        tracemalloc.start()
+        try:
+            t0 = time.perf_counter()
+            with pytest.raises(formats.LayoutError, match=f"2147483647 rows exceed the limit "
+                                                          f"of {limit} for a section of "
+                                                          f"{len(section)} bytes"):
+                read("t")
+            seconds = time.perf_counter() - t0
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert seconds < 1.0 and peak < 50 << 20
+    # the limit itself is allowed (same section length: a dim is 8 bytes whatever its value)
+    t = read_section(tmp_path, codebook_section((limit, 1), [], []))
+    assert t.shape == (limit, 1) and t.indptr.shape == (limit + 1,) and t.nnz == 0
+    with pytest.raises(formats.LayoutError, match=f"{limit + 1} rows exceed"):
+        read_section(tmp_path, codebook_section((limit + 1, 1), [], []))
+
+
+def test_writer_refuses_rows_the_reader_would(tmp_path):
+    def empty(rows):
+        return formats.CodebookTensor((rows, 1), np.zeros(rows + 1, np.int64),
+                                      np.zeros(0, np.int32), np.zeros(0, np.uint8),
+                                      np.zeros(1, np.float32), None, 1)
+
+    formats.write(tmp_path / "ok.pnn", {}, {"t": empty(C.MIN_ROWS_ALLOWANCE)})
+    assert formats.open(tmp_path / "ok.pnn").tensor("t").shape == (C.MIN_ROWS_ALLOWANCE, 1)
+    with pytest.raises(ValueError, match="tensor 't': 1000000 rows exceed the limit"):
+        formats.write(tmp_path / "big.pnn", {}, {"t": empty(10**6)})
+    assert not (tmp_path / "big.pnn").exists()
 
 
 def test_error_message_names_file_section_tensor_offset():
