@@ -64,7 +64,9 @@ MODE_NAMES = {MODE_SHARED: "shared", MODE_PER_CHANNEL: "per_channel", MODE_SCALE
 
 # ---- limits a reader enforces before it allocates anything ------------------------------------
 MAX_SECTIONS = 1 << 20
-MAX_METADATA_BYTES = 16 << 20       # 16 MiB of JSON
+MAX_METADATA_BYTES = 4 << 20        # 4 MiB of JSON (MobileNetV2's graph and labels: ~0.1 MiB)
+MAX_METADATA_DEPTH = 64             # nesting levels (a graph needs 6)
+MAX_METADATA_VALUES = 1 << 18       # containers and values (a 1,000-node graph: ~20,000)
 MAX_NAME_BYTES = 1024
 MAX_NDIM = 8
 MAX_DIM = (1 << 31) - 1

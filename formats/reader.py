@@ -5,15 +5,13 @@ the limits in formats.constants before anything is allocated from it."""
 from __future__ import annotations
 
 import builtins
-import json
-import math
 import os
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from formats import huffman, relindex
+from formats import huffman, metadata, relindex
 from formats.constants import (
     CODEBOOK_HEAD,
     DIM,
@@ -61,7 +59,7 @@ from formats.errors import (
     TruncatedError,
     UnsupportedVersionError,
 )
-from formats.tensors import CodebookTensor, code_dtype
+from formats.tensors import CodebookTensor, code_dtype, index_dtype
 
 
 @dataclass(frozen=True)
@@ -252,17 +250,11 @@ class PnnFile:
             raise LayoutError(f"metadata of {sec.length} bytes exceeds the limit of "
                               f"{MAX_METADATA_BYTES}", section=0, offset=sec.offset)
         raw = self._read_section(sec, f)
-        if sec.kind == SECTION_METADATA_ZLIB:
-            raw = _inflate_metadata(raw, sec.offset)
         try:
-            doc = json.loads(raw.decode("utf-8"), parse_constant=_no_constant,
-                             parse_float=_finite_float)
-        except _NonFinite:
-            raise LayoutError("metadata JSON holds NaN/Infinity (forbidden by the spec)",
-                              section=0, offset=sec.offset) from None
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:  # Recursion: too deep
-            raise LayoutError(f"metadata is not valid UTF-8 JSON ({type(e).__name__})",
-                              section=0, offset=sec.offset) from None
+            doc = metadata.parse(metadata.inflate(raw) if sec.kind == SECTION_METADATA_ZLIB
+                                 else raw)
+        except FormatError as e:
+            raise e.located(section=0, offset=sec.offset) from None
 
         def bad(reason: str) -> LayoutError:
             return LayoutError(f"malformed metadata: {reason}", section=0, offset=sec.offset)
@@ -449,42 +441,9 @@ def _parse(cur: _Cursor, expected: str, sec: _Section, decode: bool = False):
     row_of = positions // row_size if row_size else positions
     # row r starts at the first nonzero of a row >= r (row_of ascends): O(rows log nnz)
     indptr = np.searchsorted(row_of, np.arange(rows + 1)).astype(np.int64, copy=False)
-    indices = (positions - row_of * row_size).astype(np.int32)
+    indices = (positions - row_of * row_size).astype(index_dtype(row_size))
     value = CodebookTensor(
         shape=shape, indptr=indptr, indices=indices, codes=codes.astype(code_dtype(bits)),
         codebook=book.reshape(rows, k) if mode == MODE_PER_CHANNEL else book,
         scale=scale, bits=bits)
     return info, value
-
-
-class _NonFinite(ValueError):
-    pass
-
-
-def _no_constant(name: str):
-    """json.loads calls this for NaN, Infinity and -Infinity, which the spec forbids."""
-    raise _NonFinite(name)
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # e.g. 1e999, which float() turns into inf
-        raise _NonFinite(text)
-    return value
-
-
-def _inflate_metadata(data: bytes, offset: int) -> bytes:
-    """Inflate zlib-compressed metadata, stopping at the size limit (no zip bombs)."""
-    d = zlib.decompressobj()
-    try:
-        raw = d.decompress(data, MAX_METADATA_BYTES + 1)
-    except zlib.error as e:
-        raise LayoutError(f"metadata is not a valid zlib stream ({e})", section=0,
-                          offset=offset) from None
-    if len(raw) > MAX_METADATA_BYTES or d.unconsumed_tail:
-        raise LayoutError(f"metadata inflates past the limit of {MAX_METADATA_BYTES} bytes",
-                          section=0, offset=offset)
-    if not d.eof or d.unused_data:
-        raise LayoutError("metadata zlib stream is incomplete or followed by extra bytes",
-                          section=0, offset=offset)
-    return raw

@@ -45,6 +45,8 @@ from formats.constants import (
     VERSION_MAJOR,
     VERSION_MINOR,
 )
+from formats.errors import FormatError
+from formats.metadata import check_shape as check_metadata_shape
 from formats.tensors import CodebookTensor
 
 
@@ -81,6 +83,10 @@ def write(path: str | os.PathLike, metadata: dict, tensors: dict, *,
         raise ValueError(f"metadata is not JSON-able: {e}") from None
     if len(meta) > MAX_METADATA_BYTES:
         raise ValueError(f"metadata JSON is {len(meta)} bytes, limit {MAX_METADATA_BYTES}")
+    try:  # what a reader refuses is never written
+        check_metadata_shape(meta)
+    except FormatError as e:
+        raise ValueError(e.reason) from None
     # Deflated: the graph's JSON was 5% of the LeNet-5 file and deflates to a third.
     sections = [(SECTION_METADATA_ZLIB, zlib.compress(meta, 9))]
     for name in names:

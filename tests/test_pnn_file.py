@@ -45,7 +45,7 @@ def assert_same(a, b):
         return
     assert isinstance(b, formats.CodebookTensor)
     assert a.shape == b.shape and a.bits == b.bits
-    assert b.indptr.dtype == np.int64 and b.indices.dtype == np.int32
+    assert b.indptr.dtype == np.int64 and b.indices.dtype == formats.index_dtype(a.row_size)
     assert b.codes.dtype == formats.code_dtype(a.bits) and b.codebook.dtype == np.float32
     for field in ("indptr", "indices", "codes", "codebook"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
@@ -330,7 +330,7 @@ def build(entries: list[bytes], body: bytes = b"") -> bytes:
     # metadata bigger than the limit
     (lambda: build([entry(C.SECTION_METADATA, 96, C.MAX_METADATA_BYTES + 1)],
                    b"\0" * (C.MAX_METADATA_BYTES + 25)), formats.LayoutError,
-     "metadata of 16777217 bytes exceeds the limit"),
+     "metadata of 4194305 bytes exceeds the limit"),
     # wrong table CRC
     (lambda: header(1, 100, b"x") + entry(1, 64, 4) + b"\0" * 28, formats.ChecksumError,
      "section table checksum"),
@@ -358,7 +358,13 @@ META_T = b'{"metadata":{},"tensors":[{"name":"t","section":1}]}'
     (b"\xff\xfe", r"not valid UTF-8 JSON \(UnicodeDecodeError\)"),
     (b"[]", "expected an object"),
     (b'{"metadata":{},"tensors":{}}', "expected an object"),
-    (b"[" * 100000, r"not valid UTF-8 JSON \(RecursionError\)"),
+    # nesting and value counts are measured before json.loads builds anything: the same
+    # verdict however deep the caller's stack is (json's own recursion limit depends on it)
+    (b"[" * 100000, "nests 100000 levels deep, over the limit of 64"),
+    (b"[" * 65 + b"]" * 65, "nests 65 levels deep"),
+    (b'{"a": "' + b"[" * 1000 + b'"}', "expected an object"),  # brackets in a string: fine
+    (b'{"a": "\\\"' + b"[" * 1000 + b'"}', "expected an object"),  # escapes, then a string
+    (b"[" + b"[]," * 300000 + b"[]]", "holds about 600,003 values, over the limit of 262,144"),
     (b'{"metadata":{},"tensors":[{"name":"t","section":5}]}', "names section 5, not a tensor"),
     (b'{"metadata":{},"tensors":[{"name":"t","section":true}]}', "names section True"),
     (b'{"metadata":{},"tensors":[{"name":"t","section":0}]}', "names section 0, not a tensor"),
@@ -566,3 +572,14 @@ def test_error_message_names_file_section_tensor_offset():
     assert str(err) == ("model.pnn: checksum mismatch in section 3 (tensor 'fc1.weight') "
                         "at byte 1234")
     assert isinstance(err, ValueError)
+
+
+def test_writer_refuses_metadata_the_reader_would(tmp_path):
+    deep = {}
+    for _ in range(70):
+        deep = {"x": deep}
+    with pytest.raises(ValueError, match="nests 7[0-9] levels deep, over the limit of 64"):
+        formats.write(tmp_path / "deep.pnn", deep, {})
+    with pytest.raises(ValueError, match="over the limit of 262,144"):
+        formats.write(tmp_path / "wide.pnn", {"x": [0] * 300_000}, {})
+    assert not os.path.exists(tmp_path / "deep.pnn")
