@@ -138,6 +138,8 @@ def _read_npy(f, size: int, source: str, max_bytes: int) -> np.ndarray:
         raise InputError(f"{source}: holds {what}, not plain numbers")
     if len(shape) > 64:  # NumPy's own limit; also keeps the shape short enough to print
         raise InputError(f"{source}: header claims {len(shape)} dimensions (NumPy allows 64)")
+    if any(type(d) is not int for d in shape):  # NumPy's parser lets True or 2.0 through
+        raise InputError(f"{source}: bad .npy header: shape {shape} is not whole numbers")
     if any(d < 0 for d in shape):
         raise InputError(f"{source}: negative dimension in shape {shape}")
     need = math.prod(shape) * dtype.itemsize  # exact Python ints: no wrap, no float rounding

@@ -140,8 +140,10 @@ def test_legit_gzip_idx_is_read_without_a_second_copy(tmp_path):
     ("(" + "-" * 3000 + "1,)", "bad .npy header"),       # RecursionError in the parser
     ("(" * 300 + ")" * 300, "bad .npy header"),          # tokenize.TokenError
     ("(1e400,)", "bad .npy header"),
+    ("(28, 28, False)", r"shape \(28, 28, False\) is not whole numbers"),  # found by atheris
+    ("(True,)", "is not whole numbers"),
 ], ids=["10**400 digits", "10**400 expression", "10**400 by 0", "negative", "3001 dims",
-        "3000 minus signs", "300 parentheses", "1e400"])
+        "3000 minus signs", "300 parentheses", "1e400", "bool dim", "bool shape"])
 def test_npy_headers_numpy_chokes_on(tmp_path, shape_text, match):
     text = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}"
     (tmp_path / "h.npy").write_bytes(raw_npy_header(text) + b"x" * 64)
