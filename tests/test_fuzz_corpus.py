@@ -89,3 +89,47 @@ def test_mutators_keep_within_max_size(target):
             data = f.read()
         out = mutate(data, harness.MAX_LEN, i, flip)
         assert isinstance(out, bytes) and len(out) <= harness.MAX_LEN
+
+
+MODEL_FILES = [p for p in FILES if p.values[0] in ("pnn", "model")]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_engine_infer_on_every_corpus_model(capsys):
+    """`python -m engine infer FILE` (in process, NumPy backend, the fuzzers' limits) on every
+    .pnn of the corpus: it runs (exit 0: a valid model on the demo samples) or prints one line
+    naming the file (exit 1; the model, or the bundled samples when a valid model takes
+    another input shape). Never a traceback, never an internal error (exit 2)."""
+    import engine.cli
+
+    outcomes = {0: 0, 1: 0}
+    for param in MODEL_FILES:
+        path = param.values[1]
+        code = engine.cli.main(["infer", path, "--backend", "numpy", "--max-memory", "64M",
+                                "--max-macs", "1e8", "--json"])
+        err = capsys.readouterr().err
+        assert code in (0, 1), (path, err)
+        if code == 1:
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith(
+                (f"error: {path}: ", f"error: {engine.cli.DEMO_SAMPLES}: ")), (path, err)
+        outcomes[code] += 1
+    assert outcomes[1] > outcomes[0] > 0  # mostly hostile, some valid models
+
+
+def test_engine_infer_as_a_process_on_the_findings():
+    """The fuzzers' findings as a user meets them: a fresh process, exit 1, one line."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for param in MODEL_FILES:
+        path = param.values[1]
+        if not os.path.basename(path).startswith("finding-"):
+            continue
+        p = subprocess.run([sys.executable, "-m", "engine", "infer", path], cwd=root,
+                           capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, PYTHONPATH=root))
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), p.stderr
