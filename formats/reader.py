@@ -357,13 +357,15 @@ def _parse(cur: _Cursor, expected: str, sec: _Section, decode: bool = False):
     if ndim > MAX_NDIM:
         raise cur.fail(f"{ndim} dimensions, limit {MAX_NDIM}")
     shape = tuple(cur.unpack(DIM, "dimension")[0] for _ in range(ndim))
-    size = 1
+    size = span = 1  # span counts a zero dim as 1: numpy refuses (0, 2^31, 2^31) as too big
     for d in shape:
         if d > MAX_DIM:
             raise cur.fail(f"dimension {d} exceeds {MAX_DIM}")
         size *= d
-    if size > MAX_ELEMENTS:
-        raise cur.fail(f"{size} elements exceed the limit of {MAX_ELEMENTS}")
+        span *= max(d, 1)
+    if span > MAX_ELEMENTS:
+        raise cur.fail(f"shape {shape} spans {span} elements (zero dims counted as 1), "
+                       f"limit {MAX_ELEMENTS}")
 
     if encoding in (ENCODING_F32, ENCODING_F16):
         itemsize = 4 if encoding == ENCODING_F32 else 2

@@ -106,13 +106,14 @@ def write(path: str | os.PathLike, metadata: dict, tensors: dict, *,
 def _shape_bytes(name: str, encoding: int, shape: tuple[int, ...]) -> bytes:
     if len(shape) > MAX_NDIM:
         raise ValueError(f"{len(shape)} dimensions, limit {MAX_NDIM}")
-    size = 1
+    span = 1  # zero dims count as 1, as in the reader
     for d in shape:
         if not 0 <= d <= MAX_DIM:
             raise ValueError(f"dimension {d} outside 0..{MAX_DIM}")
-        size *= d
-    if size > MAX_ELEMENTS:
-        raise ValueError(f"{size} elements, limit {MAX_ELEMENTS}")
+        span *= max(d, 1)
+    if span > MAX_ELEMENTS:
+        raise ValueError(f"shape {tuple(shape)} spans {span} elements (zero dims counted as 1), "
+                         f"limit {MAX_ELEMENTS}")
     raw = name.encode("utf-8")
     return (TENSOR_NAME_LEN.pack(len(raw)) + raw + TENSOR_HEAD.pack(encoding, len(shape), 0)
             + b"".join(DIM.pack(int(d)) for d in shape))

@@ -426,7 +426,10 @@ HOSTILE_SECTIONS = [
     (tensor_head((2**40, 2**40), C.ENCODING_F32), formats.LayoutError,
      "dimension 1099511627776 exceeds"),
     (tensor_head((2**30, 2**30), C.ENCODING_F32), formats.LayoutError,
-     "elements exceed the limit"),
+     r"spans 1152921504606846976 elements \(zero dims counted as 1\), limit"),
+    # empty, yet numpy refuses the shape as too big (found by atheris in CI)
+    (tensor_head((0, 2**31 - 1, 2**31 - 1), C.ENCODING_F32), formats.LayoutError,
+     r"shape \(0, 2147483647, 2147483647\) spans"),
     (tensor_head((1,) * 9, C.ENCODING_F32), formats.LayoutError, "9 dimensions, limit 8"),
     (tensor_head((4,), C.ENCODING_F32) + b"\0" * 8, formats.LayoutError,
      r"f32 data of shape \(4,\) needs 16 bytes, the section has 8"),
@@ -551,6 +554,14 @@ def test_rows_are_paid_for_in_bytes(tmp_path):
     assert t.shape == (limit, 1) and t.indptr.shape == (limit + 1,) and t.nnz == 0
     with pytest.raises(formats.LayoutError, match=f"{limit + 1} rows exceed"):
         read_section(tmp_path, codebook_section((limit + 1, 1), [], []))
+
+
+def test_empty_tensors_read_back_and_writer_refuses_what_the_reader_does(tmp_path):
+    formats.write(tmp_path / "e.pnn", {}, {"e": np.zeros((0, 3, 5), np.float32)})
+    assert formats.open(tmp_path / "e.pnn").tensor("e").shape == (0, 3, 5)
+    with pytest.raises(ValueError, match="spans"):
+        formats.write(tmp_path / "f.pnn", {}, {"f": np.zeros((0, 2**31 - 1, 2), np.float32)})
+    assert not (tmp_path / "f.pnn").exists()
 
 
 def test_writer_refuses_rows_the_reader_would(tmp_path):
