@@ -316,10 +316,14 @@ def test_wrappers_reject_bad_inputs():
     f = CsrCodebook.of(make_tensor(rng, (4, 6), 0.5, 4, "shared"))
     with pytest.raises(ValueError, match=r"x must be \(N, 6\), got \(1, 5\)"):
         sparse.gemm_csr_codebook(np.zeros((1, 5), np.float32), f)
-    broken = CsrCodebook(f.rows, f.row_size, f.indptr[:-1], f.cols, f.codes, f.book,
-                         f.book_step, f.scale)
+    with pytest.raises(ValueError, match="inconsistent CsrCodebook"):  # refused when made
+        CsrCodebook(f.rows, f.row_size, f.indptr[:-1], f.cols, f.codes, f.book, f.book_step,
+                    f.scale)
     with pytest.raises(ValueError, match="inconsistent CsrCodebook"):
-        sparse.gemm_csr_codebook(np.zeros((1, 6), np.float32), broken)
+        CsrCodebook(f.rows, f.row_size, f.indptr, f.cols, f.codes[1:], f.book, f.book_step,
+                    f.scale)
+    with pytest.raises(ValueError, match="inconsistent CsrCodebook"):
+        CsrCodebook(f.rows, f.row_size, f.indptr, f.cols, f.codes, f.book, 1, f.scale)
     with pytest.raises(ValueError, match="CsrCodebook"):
         sparse.gemm_csr_codebook(np.zeros((1, 6), np.float32), "weights")
     with pytest.raises(ValueError, match=r"\(N, 6\), got \(1, 5\)"):

@@ -39,14 +39,11 @@ def _check_x(x, ndim: int, layout: str, what: str) -> np.ndarray:
 
 
 def _check_weight(w, bias, what: str) -> np.ndarray:
-    """The CsrCodebook's arrays agree with each other; returns the bias as float32 (O,)."""
+    """A CsrCodebook (whose arrays agree: checked when it was made); returns the bias as
+    float32 (O,)."""
     if not isinstance(w, CsrCodebook):
         raise ValueError(f"{what}: weight must be a CsrCodebook, got {type(w).__name__}")
     o = w.rows
-    if (w.indptr.shape != (o + 1,) or w.cols.shape != (w.nnz,) or w.codes.shape != (w.nnz,)
-            or int(w.indptr[-1]) != w.nnz or w.book.ndim != 2
-            or w.book.shape[0] != (o if w.book_step else 1) or w.scale.shape not in ((0,), (o,))):
-        raise ValueError(f"{what}: inconsistent CsrCodebook arrays for {o} rows")
     if bias is None:
         return np.zeros(o, dtype=np.float32)
     bias = np.ascontiguousarray(bias, dtype=np.float32)

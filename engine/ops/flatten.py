@@ -49,8 +49,11 @@ def select_kernel(backend: str) -> str:
 def build(attrs: dict, params: dict, backend: str) -> Kernel:
     check_params(NAME, params, ())
     name = select_kernel(backend)
+    starts = {}  # input rank -> checked start_dim: the attrs are checked once, not per image
 
     def fn(x):
-        start = _start(attrs, x.ndim)
+        start = starts.get(x.ndim)
+        if start is None:
+            start = starts[x.ndim] = _start(attrs, x.ndim)
         return np.ascontiguousarray(x).reshape(*x.shape[:start], -1)
     return Kernel(name, fn)
