@@ -18,10 +18,12 @@ from formats import CodebookTensor
 
 # The graph schema and op set this engine reads. A file records the version it needs; a newer
 # one is refused with a message saying so, never run with ops or attributes misunderstood.
-IR_VERSION = 1
+IR_VERSION = 2  # 2: several inputs per node (a DAG) and the mobile op set (docs/OPS.md)
 # An input dimension past this is damage (a 16-million-pixel side); it also keeps every size
 # the planner computes from shapes within what a float can print.
 MAX_INPUT_DIM = 1 << 24
+# What version 1 knew: a file that needs no more is stamped 1, so older engines still run it.
+IR_1_OPS = frozenset({"conv2d", "linear", "relu", "maxpool2d", "flatten", "softmax"})
 
 
 @dataclass
@@ -36,11 +38,14 @@ class Node:
 
 @dataclass
 class Preprocess:
-    """How a raw image becomes the model's input: x = (raw * scale - mean[c]) / std[c]."""
+    """How a raw image becomes the model's input: x = (raw * scale - mean[c]) / std[c].
+    An image file is first resized so its shorter side is `resize` pixels (0: it must
+    already be the input's size) and centre-cropped to the input's (H, W)."""
 
     scale: float = 1.0 / 255.0
     mean: list[float] = field(default_factory=lambda: [0.0])
     std: list[float] = field(default_factory=lambda: [1.0])
+    resize: int = 0
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
         """(N, C, H, W) raw values (e.g. uint8) -> float32 model input."""
@@ -73,11 +78,21 @@ class Graph:
         return {k: (v.to_dense() if isinstance(v, CodebookTensor) else np.asarray(v, np.float32))
                 for k, v in self.tensors.items()}
 
+    def ir_version(self) -> int:
+        """The oldest graph IR version that can describe this graph."""
+        if all(n.op in IR_1_OPS and len(n.inputs) == 1 for n in self.nodes):
+            return 1
+        return IR_VERSION
+
     def to_metadata(self) -> dict:
         """The JSON-able description stored in a .pnn file's metadata section."""
+        pre = {"scale": self.preprocess.scale, "mean": list(self.preprocess.mean),
+               "std": list(self.preprocess.std), "layout": "NCHW"}
+        if self.preprocess.resize:  # absent means 0: files without it stay as they were
+            pre["resize"] = self.preprocess.resize
         return {
             "graph": {
-                "ir_version": IR_VERSION,
+                "ir_version": self.ir_version(),
                 "input": {"name": self.input_name, "shape": list(self.input_shape)},
                 "output": self.output_name,
                 "nodes": [
@@ -87,8 +102,7 @@ class Graph:
                 ],
             },
             "labels": list(self.labels),
-            "preprocess": {"scale": self.preprocess.scale, "mean": list(self.preprocess.mean),
-                           "std": list(self.preprocess.std), "layout": "NCHW"},
+            "preprocess": pre,
             "producer": self.producer,
         }
 
@@ -129,7 +143,8 @@ class Graph:
         pre = _typed(meta.get("preprocess", {}), dict, "preprocess")
         preprocess = Preprocess(scale=_number(pre.get("scale", 1.0), "preprocess.scale"),
                                 mean=_numbers(pre.get("mean", [0.0]), "preprocess.mean"),
-                                std=_numbers(pre.get("std", [1.0]), "preprocess.std"))
+                                std=_numbers(pre.get("std", [1.0]), "preprocess.std"),
+                                resize=_count(pre.get("resize", 0), "preprocess.resize"))
         for what, values in (("mean", preprocess.mean), ("std", preprocess.std)):
             if len(values) not in (1, shape[0]):
                 raise ValueError(f"malformed graph metadata: preprocess.{what} has "
@@ -182,6 +197,13 @@ def _number(v, what: str) -> float:
         raise ValueError(f"malformed graph metadata: {what} must be a finite number, got "
                          f"{_short(v)}")
     return float(v)
+
+
+def _count(v, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_INPUT_DIM:
+        raise ValueError(f"malformed graph metadata: {what} must be an integer in "
+                         f"0..{MAX_INPUT_DIM}, got {_short(v)}")
+    return v
 
 
 def _numbers(v, what: str) -> list[float]:

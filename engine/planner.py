@@ -5,6 +5,7 @@ there, and what a run costs (engine/budget.py): nothing is built or run over the
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ from engine.errors import ModelError, SettingError
 from engine.ir import Graph, Node
 from engine.kernels import Kernel, _jit
 from engine.ops import OPS
+from engine.ops.attrs import inputs as check_inputs
 from formats import CodebookTensor
 
 BACKENDS = ("auto", "numba", "numpy")
@@ -35,7 +37,7 @@ def resolve_backend(backend: str) -> str:
 
 @dataclass
 class Step:
-    node: Node
+    node: Node                   # steps are in execution order (execution_order)
     out_shape: tuple[int, ...]   # per sample, no batch dimension
     macs: int = 0                # multiply-adds (or element operations) per sample
     workspace: int = 0           # bytes per sample beyond the input and output values
@@ -62,29 +64,65 @@ def _param_shape(t) -> tuple[int, ...]:
     return tuple(int(s) for s in t.shape)
 
 
-def shapes(graph: Graph, source: str = "model",
-           limits: Limits | None = None) -> dict[str, tuple[int, ...]]:
+def execution_order(graph: Graph, source: str = "model") -> list[Node]:
+    """The nodes in an order where every value is written before it is read: file order
+    among the nodes that are ready (Kahn's algorithm), so a file listed in order runs as
+    listed. ModelError for an unknown op, a node not of one output, a value written twice, a
+    value nobody writes, or a cycle."""
+    writer = {graph.input_name: None}
+    for node in graph.nodes:
+        if node.op not in OPS:
+            raise ModelError(f"{source}: node {node.name!r} uses unknown op {node.op!r}; "
+                             f"this engine knows {', '.join(sorted(OPS))}")
+        if len(node.outputs) != 1:
+            raise ModelError(f"{source}: node {node.name!r} must write one value, not "
+                             f"{len(node.outputs)}")
+        if node.outputs[0] in writer:
+            raise ModelError(f"{source}: node {node.name!r} writes {node.outputs[0]!r}, which "
+                             f"is already written")
+        writer[node.outputs[0]] = node
+    readers: dict[str, list[int]] = {}
+    waiting = []  # per node: how many of its distinct inputs are not yet written
+    for i, node in enumerate(graph.nodes):
+        for name in dict.fromkeys(node.inputs):
+            if name not in writer:
+                raise ModelError(f"{source}: node {node.name!r} reads {name!r}, which no node "
+                                 f"writes")
+            readers.setdefault(name, []).append(i)
+        waiting.append(len(set(node.inputs)))
+    for i in readers.get(graph.input_name, []):
+        waiting[i] -= 1
+    ready = [i for i, w in enumerate(waiting) if w == 0]  # a heap: file order among the ready
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(graph.nodes[i])
+        for j in readers.get(graph.nodes[i].outputs[0], []):
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
+    if len(order) < len(graph.nodes):
+        stuck = [n.name for n, w in zip(graph.nodes, waiting, strict=True) if w > 0]
+        raise ModelError(f"{source}: the graph has a cycle through node(s) "
+                         f"{', '.join(map(repr, stuck[:5]))}{' ...' if len(stuck) > 5 else ''}")
+    return order
+
+
+def shapes(graph: Graph, source: str = "model", limits: Limits | None = None,
+           order: list[Node] | None = None) -> dict[str, tuple[int, ...]]:
     """Per-sample shape of every value in the graph. Raises ModelError naming the node; a value
     larger than the memory limit for one sample is refused here, before anything is built."""
     limits = limits or Limits()
     known = {graph.input_name: _checked(tuple(graph.input_shape), "the graph input", source,
                                         limits)}
-    for node in graph.nodes:
-        op = OPS.get(node.op)
-        if op is None:
-            raise ModelError(f"{source}: node {node.name!r} uses unknown op {node.op!r}; "
-                             f"this engine knows {', '.join(sorted(OPS))}")
-        if len(node.inputs) != 1 or len(node.outputs) != 1:
-            raise ModelError(f"{source}: node {node.name!r} must have one input and one output")
-        if node.inputs[0] not in known:
-            raise ModelError(f"{source}: node {node.name!r} reads {node.inputs[0]!r}, which no "
-                             f"earlier node produces")
-        if node.outputs[0] in known:
-            raise ModelError(f"{source}: node {node.name!r} writes {node.outputs[0]!r}, which "
-                             f"is already produced")
+    for node in order if order is not None else execution_order(graph, source):
+        op = OPS[node.op]
         params = {role: _param_shape(t) for role, t in graph.params_of(node).items()}
+        in_shapes = tuple(known[name] for name in node.inputs)
         try:
-            out = tuple(op.infer_shape(node.attrs, known[node.inputs[0]], params))
+            check_inputs(node.op, in_shapes, *op.INPUTS)
+            out = tuple(op.infer_shape(node.attrs, in_shapes, params))
         except (ValueError, TypeError, KeyError) as e:
             raise ModelError(f"{source}: node {node.name!r} ({node.op}): {e}") from None
         known[node.outputs[0]] = _checked(out, f"node {node.name!r} ({node.op}) output",
@@ -149,12 +187,14 @@ def plan(graph: Graph, backend: str, source: str = "model",
     """Check the graph, cost it, and build one kernel per node for `backend` ('numba' or
     'numpy'). Over the limits: a ModelError naming the node, the figure and the limit."""
     limits = limits or Limits()
-    value_shapes = shapes(graph, source, limits)
+    order = execution_order(graph, source)
+    value_shapes = shapes(graph, source, limits, order)
     value_bytes = {name: FLOAT * math.prod(s) for name, s in value_shapes.items()}
     steps = []
-    for node in graph.nodes:
+    for node in order:
         try:
-            macs, workspace = OPS[node.op].cost(node.attrs, value_shapes[node.inputs[0]],
+            macs, workspace = OPS[node.op].cost(node.attrs,
+                                               tuple(value_shapes[n] for n in node.inputs),
                                                value_shapes[node.outputs[0]],
                                                graph.params_of(node), backend)
         except (ValueError, TypeError, KeyError) as e:

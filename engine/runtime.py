@@ -170,7 +170,7 @@ class Model:
             return np.zeros((0, *self.plan.shapes[self.graph.output_name]), dtype=np.float32)
         values = {self.graph.input_name: np.ascontiguousarray(x, dtype=np.float32)}
         for step in self.plan.steps:
-            values[step.node.outputs[0]] = step.kernel(values[step.node.inputs[0]])
+            values[step.node.outputs[0]] = step.kernel(*(values[n] for n in step.node.inputs))
             for name in step.free_after:
                 del values[name]
         return values[self.graph.output_name]

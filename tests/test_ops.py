@@ -37,10 +37,10 @@ def check(op, attrs, x, params=None, backend="numpy", kernel=None):
     mod = get_op(op)
     k = mod.build(attrs, params, backend)
     y = k(x)
-    want = mod.reference(x, attrs, dense_params(params))
+    want = mod.reference([x], attrs, dense_params(params))
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
     shapes = {r: tuple(v.shape) for r, v in params.items()}
-    assert mod.infer_shape(attrs, x.shape[1:], shapes) == y.shape[1:]
+    assert mod.infer_shape(attrs, (x.shape[1:],), shapes) == y.shape[1:]
     assert y.dtype == np.float32
     if kernel is not None:
         assert k.name == kernel
@@ -95,9 +95,10 @@ def test_conv2d_reference_matches_scipy_correlate():
     x, w, b = rand(2, 3, 8, 7), rand(4, 3, 3, 2), rand(4)
     want = np.stack([[correlate(x[n], w[o], mode="valid")[0] + b[o] for o in range(4)]
                      for n in range(2)])
-    got = OPS["conv2d"].reference(x, {}, {"weight": w, "bias": b})
+    got = OPS["conv2d"].reference([x], {}, {"weight": w, "bias": b})
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    strided = OPS["conv2d"].reference(x, {"stride": 2, "padding": 1}, {"weight": w, "bias": b})
+    strided = OPS["conv2d"].reference([x], {"stride": 2, "padding": 1},
+                                      {"weight": w, "bias": b})
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     full = np.stack([[correlate(xp[n], w[o], mode="valid")[0] + b[o] for o in range(4)]
                      for n in range(2)])
@@ -110,7 +111,7 @@ def test_softmax_is_stable_and_normalised():
 
 
 def test_maxpool2d_floor_mode_shape():
-    assert OPS["maxpool2d"].infer_shape({"kernel": [2, 2]}, (20, 25, 25), {}) == (20, 12, 12)
+    assert OPS["maxpool2d"].infer_shape({"kernel": [2, 2]}, ((20, 25, 25),), {}) == (20, 12, 12)
 
 
 def test_unknown_op():
@@ -155,7 +156,7 @@ def test_unknown_op():
 ])
 def test_infer_shape_errors(op, attrs, in_shape, params, match):
     with pytest.raises(ValueError, match=match):
-        get_op(op).infer_shape(attrs, in_shape, params)
+        get_op(op).infer_shape(attrs, (in_shape,), params)
 
 
 def test_backend_errors():

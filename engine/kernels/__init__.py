@@ -21,12 +21,12 @@ class Kernel:
     """One layer's prepared computation: all per-layer work is done, calling only computes."""
 
     name: str                                   # e.g. "conv2d_nchw_csr_codebook"
-    fn: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    fn: Callable[..., np.ndarray] = field(repr=False)  # fn(*inputs) -> output
     info: dict = field(default_factory=dict)    # what a planner may log: density, shapes...
     resident: int = 0                           # bytes the prepared parameters hold
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.fn(x)
+    def __call__(self, *xs: np.ndarray) -> np.ndarray:
+        return self.fn(*xs)
 
 
 def check_backend(backend: str) -> str:

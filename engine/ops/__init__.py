@@ -1,8 +1,10 @@
-"""The op registry: one module per op, each with NAME, infer_shape, reference and build.
+"""The op registry: one module per op (docs/OPS.md), each with
 
-    infer_shape(attrs, in_shape, param_shapes) -> out_shape   # per sample, no batch dim
-    reference(x, attrs, dense_params) -> y                     # batch first; the oracle
-    build(attrs, params, backend) -> Kernel                    # backend "numba" | "numpy"
+    NAME, ATTRS, PARAMS (required, optional roles), INPUTS (min, max input values)
+    infer_shape(attrs, in_shapes, param_shapes) -> out_shape   # per sample, no batch dim
+    reference(xs, attrs, dense_params) -> y                    # batch first; the oracle
+    cost(attrs, in_shapes, out_shape, params, backend) -> (macs, workspace bytes) per sample
+    build(attrs, params, backend) -> Kernel                    # Kernel(*xs) -> y
 """
 
 from __future__ import annotations

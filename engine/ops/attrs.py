@@ -51,6 +51,35 @@ def integer(v, what: str, lo: int, hi: int = MAX_INT) -> int:
     return int(v)
 
 
+def number(v, what: str) -> float:
+    """A finite JSON number as a float (a 4,000-digit int or a bool is not one)."""
+    try:
+        ok = (not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, float, np.number))
+              and np.isfinite(float(v)))
+    except OverflowError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{what} must be a finite number, got {_short(v)}")
+    return float(v)
+
+
+def padding(v, what: str) -> tuple[int, int, int, int]:
+    """2-d padding as (top, left, bottom, right): an int, [ph, pw] (both sides), or
+    [top, left, bottom, right] (ONNX's pads order for two spatial dims)."""
+    if isinstance(v, (list, tuple)) and len(v) == 4:
+        top, left, bottom, right = (integer(p, what, 0) for p in v)
+        return top, left, bottom, right
+    ph, pw = pair(v, what, 0)
+    return ph, pw, ph, pw
+
+
+def inputs(op: str, in_shapes: tuple, lo: int, hi: int) -> None:
+    """The number of input values an op reads is within lo..hi."""
+    if not lo <= len(in_shapes) <= hi:
+        want = str(lo) if lo == hi else f"{lo} to {hi}"
+        raise ValueError(f"{op} reads {want} input value(s), the node gives {len(in_shapes)}")
+
+
 def pair(v, what: str, lo: int, hi: int = MAX_INT) -> tuple[int, int]:
     """An int or a list of two ints, each in lo..hi -> (a, b)."""
     if isinstance(v, (list, tuple)):

@@ -15,6 +15,7 @@ from formats import CodebookTensor
 
 NAME = "conv2d"
 ATTRS = ("stride", "padding", "dilation", "groups")
+INPUTS = (1, 1)  # input values read
 PARAMS = ("weight",), ("bias",)  # required, optional
 
 
@@ -28,8 +29,9 @@ def geometry(attrs: dict) -> tuple[tuple[int, int], tuple[int, int]]:
             pair(attrs.get("padding", 0), "conv2d: padding", 0))
 
 
-def infer_shape(attrs: dict, in_shape: tuple, params: dict[str, tuple]) -> tuple:
+def infer_shape(attrs: dict, in_shapes: tuple, params: dict[str, tuple]) -> tuple:
     """(C, H, W) -> (O, OH, OW)."""
+    (in_shape,) = in_shapes
     (sh, sw), (ph, pw) = geometry(attrs)
     check_params(NAME, params, *PARAMS)
     wshape = tuple(params["weight"])
@@ -49,8 +51,9 @@ def infer_shape(attrs: dict, in_shape: tuple, params: dict[str, tuple]) -> tuple
     return (o, oh, ow)
 
 
-def reference(x: np.ndarray, attrs: dict, params: dict[str, np.ndarray]) -> np.ndarray:
+def reference(xs: list, attrs: dict, params: dict[str, np.ndarray]) -> np.ndarray:
     """The oracle: one einsum per kernel tap over a strided view of the padded input."""
+    (x,) = xs
     (sh, sw), (ph, pw) = geometry(attrs)
     w = np.asarray(params["weight"], dtype=np.float32)
     o, c, kh, kw = w.shape
@@ -86,8 +89,9 @@ def select_kernel(weight, backend: str) -> str:
     return "conv2d_nchw_csr_codebook" if backend == "numba" else "conv2d_nchw_csr_scipy"
 
 
-def cost(attrs: dict, in_shape: tuple, out_shape: tuple, params: dict, backend: str):
+def cost(attrs: dict, in_shapes: tuple, out_shape: tuple, params: dict, backend: str):
     """(multiply-adds or element moves, workspace bytes) per sample for the chosen kernel."""
+    (in_shape,) = in_shapes
     (sh, sw), (ph, pw) = geometry(attrs)
     weight = params["weight"]
     c, h, w = in_shape

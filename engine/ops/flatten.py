@@ -11,6 +11,7 @@ from engine.ops.attrs import check_attrs, check_params, integer
 
 NAME = "flatten"
 ATTRS = ("start_dim",)
+INPUTS = (1, 1)  # input values read
 
 
 def _start(attrs: dict, ndim: int) -> int:
@@ -25,19 +26,22 @@ def _start(attrs: dict, ndim: int) -> int:
     return start
 
 
-def infer_shape(attrs: dict, in_shape: tuple, params: dict[str, tuple]) -> tuple:
+def infer_shape(attrs: dict, in_shapes: tuple, params: dict[str, tuple]) -> tuple:
+    (in_shape,) = in_shapes
     check_params(NAME, params, ())
     start = _start(attrs, len(in_shape) + 1) - 1  # per-sample shape has no batch dim
     return tuple(in_shape[:start]) + (math.prod(in_shape[start:]),)
 
 
-def reference(x: np.ndarray, attrs: dict, params: dict[str, np.ndarray]) -> np.ndarray:
+def reference(xs: list, attrs: dict, params: dict[str, np.ndarray]) -> np.ndarray:
+    (x,) = xs
     start = _start(attrs, x.ndim)
     return x.reshape(*x.shape[:start], -1)
 
 
-def cost(attrs: dict, in_shape: tuple, out_shape: tuple, params: dict, backend: str):
+def cost(attrs: dict, in_shapes: tuple, out_shape: tuple, params: dict, backend: str):
     """(element copies, workspace bytes) per sample: a copy only if the input is strided."""
+    (in_shape,) = in_shapes
     return math.prod(in_shape), 0
 
 

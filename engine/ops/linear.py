@@ -13,11 +13,13 @@ from formats import CodebookTensor
 
 NAME = "linear"
 ATTRS = ()
+INPUTS = (1, 1)  # input values read
 PARAMS = ("weight",), ("bias",)  # required, optional
 
 
-def infer_shape(attrs: dict, in_shape: tuple, params: dict[str, tuple]) -> tuple:
+def infer_shape(attrs: dict, in_shapes: tuple, params: dict[str, tuple]) -> tuple:
     """(I,) -> (O,)."""
+    (in_shape,) = in_shapes
     check_attrs(NAME, attrs, ATTRS)
     check_params(NAME, params, *PARAMS)
     wshape = tuple(params["weight"])
@@ -31,7 +33,8 @@ def infer_shape(attrs: dict, in_shape: tuple, params: dict[str, tuple]) -> tuple
     return (wshape[0],)
 
 
-def reference(x: np.ndarray, attrs: dict, params: dict[str, np.ndarray]) -> np.ndarray:
+def reference(xs: list, attrs: dict, params: dict[str, np.ndarray]) -> np.ndarray:
+    (x,) = xs
     y = np.asarray(x, np.float32) @ np.asarray(params["weight"], np.float32).T
     if params.get("bias") is not None:
         y = y + np.asarray(params["bias"], np.float32)
@@ -46,8 +49,9 @@ def select_kernel(weight, backend: str) -> str:
     return "gemm_csr_codebook" if backend == "numba" else "gemm_csr_scipy"
 
 
-def cost(attrs: dict, in_shape: tuple, out_shape: tuple, params: dict, backend: str):
+def cost(attrs: dict, in_shapes: tuple, out_shape: tuple, params: dict, backend: str):
     """(multiply-adds, workspace bytes) per sample: the sparse paths transpose x and y."""
+    (in_shape,) = in_shapes
     weight = params["weight"]
     (o, i), (n_in,), (n_out,) = weight.shape, in_shape, out_shape
     if select_kernel(weight, backend) == "gemm":

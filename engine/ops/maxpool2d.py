@@ -12,6 +12,7 @@ from engine.ops.attrs import check_attrs, check_params, pair
 
 NAME = "maxpool2d"
 ATTRS = ("kernel", "stride", "padding")
+INPUTS = (1, 1)  # input values read
 
 
 def geometry(attrs: dict):
@@ -27,8 +28,9 @@ def geometry(attrs: dict):
     return k, s, p
 
 
-def infer_shape(attrs: dict, in_shape: tuple, params: dict[str, tuple]) -> tuple:
+def infer_shape(attrs: dict, in_shapes: tuple, params: dict[str, tuple]) -> tuple:
     """(C, H, W) -> (C, OH, OW)."""
+    (in_shape,) = in_shapes
     (kh, kw), (sh, sw), (ph, pw) = geometry(attrs)
     check_params(NAME, params, ())
     if len(in_shape) != 3:
@@ -42,8 +44,9 @@ def infer_shape(attrs: dict, in_shape: tuple, params: dict[str, tuple]) -> tuple
     return (c, oh, ow)
 
 
-def reference(x: np.ndarray, attrs: dict, params: dict[str, np.ndarray]) -> np.ndarray:
+def reference(xs: list, attrs: dict, params: dict[str, np.ndarray]) -> np.ndarray:
     """The oracle: a running maximum over the window taps."""
+    (x,) = xs
     (kh, kw), (sh, sw), (ph, pw) = geometry(attrs)
     n, c, h, w = x.shape
     oh, ow = conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw)
@@ -56,9 +59,10 @@ def reference(x: np.ndarray, attrs: dict, params: dict[str, np.ndarray]) -> np.n
     return y
 
 
-def cost(attrs: dict, in_shape: tuple, out_shape: tuple, params: dict, backend: str):
+def cost(attrs: dict, in_shapes: tuple, out_shape: tuple, params: dict, backend: str):
     """(element maxima, workspace bytes) per sample: the padded copy and, for a large window,
     the row-pooled intermediate (C, HP, OW)."""
+    (in_shape,) = in_shapes
     (kh, kw), _, (ph, pw) = geometry(attrs)
     c, h, w = in_shape
     _, oh, ow = out_shape

@@ -11,20 +11,24 @@ from engine.ops.attrs import check_attrs, check_params
 
 NAME = "relu"
 ATTRS = ()
+INPUTS = (1, 1)  # input values read
 
 
-def infer_shape(attrs: dict, in_shape: tuple, params: dict[str, tuple]) -> tuple:
+def infer_shape(attrs: dict, in_shapes: tuple, params: dict[str, tuple]) -> tuple:
+    (in_shape,) = in_shapes
     check_attrs(NAME, attrs, ATTRS)
     check_params(NAME, params, ())
     return tuple(in_shape)
 
 
-def reference(x: np.ndarray, attrs: dict, params: dict[str, np.ndarray]) -> np.ndarray:
+def reference(xs: list, attrs: dict, params: dict[str, np.ndarray]) -> np.ndarray:
+    (x,) = xs
     return np.where(x > 0, x, np.zeros_like(x))
 
 
-def cost(attrs: dict, in_shape: tuple, out_shape: tuple, params: dict, backend: str):
+def cost(attrs: dict, in_shapes: tuple, out_shape: tuple, params: dict, backend: str):
     """(element operations, workspace bytes) per sample."""
+    (in_shape,) = in_shapes
     return math.prod(in_shape), 0
 
 

@@ -11,6 +11,7 @@ from engine.ops.attrs import check_attrs, check_params, integer
 
 NAME = "softmax"
 ATTRS = ("axis",)
+INPUTS = (1, 1)  # input values read
 
 
 def _axis(attrs: dict, ndim: int) -> int:
@@ -22,21 +23,24 @@ def _axis(attrs: dict, ndim: int) -> int:
     return axis % ndim
 
 
-def infer_shape(attrs: dict, in_shape: tuple, params: dict[str, tuple]) -> tuple:
+def infer_shape(attrs: dict, in_shapes: tuple, params: dict[str, tuple]) -> tuple:
+    (in_shape,) = in_shapes
     check_params(NAME, params, ())
     _axis(attrs, len(in_shape) + 1)
     return tuple(in_shape)
 
 
-def reference(x: np.ndarray, attrs: dict, params: dict[str, np.ndarray]) -> np.ndarray:
+def reference(xs: list, attrs: dict, params: dict[str, np.ndarray]) -> np.ndarray:
+    (x,) = xs
     axis = _axis(attrs, x.ndim)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def cost(attrs: dict, in_shape: tuple, out_shape: tuple, params: dict, backend: str):
+def cost(attrs: dict, in_shapes: tuple, out_shape: tuple, params: dict, backend: str):
     """(element operations, workspace bytes) per sample: max, exp and divide; the output is
     the only full-size array."""
+    (in_shape,) = in_shapes
     return 3 * math.prod(in_shape), 0
 
 
