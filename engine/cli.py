@@ -19,17 +19,60 @@ from pathlib import Path
 import numpy as np
 
 import formats
-from engine import planner
+from engine import classify, planner
 from engine.budget import DEFAULT_MAX_MACS, DEFAULT_MAX_MEMORY, human
-from engine.errors import EngineError, InputError
-from engine.inputs import as_nchw, read_array
-from engine.ops import OPS
+from engine.errors import EngineError, InputError, ModelError, SettingError
+from engine.images import is_image_name
+from engine.inputs import ARRAY_KINDS, IMAGE_KINDS, describe_kind, read_array, sniff
+from engine.ir import Preprocess
 from engine.report import describe, render
 from engine.runtime import load
 
 DATA = Path(__file__).resolve().parent / "data"
 DEMO_MODEL = DATA / "lenet5.pnn"
 DEMO_SAMPLES = DATA / "samples.npz"
+INPUT_KINDS = IMAGE_KINDS | ARRAY_KINDS
+
+
+# ---- which file is the model ------------------------------------------------------------------
+
+def _model_and_inputs(args) -> tuple[str, list[str]]:
+    """The model path and the input paths of `infer`. The model is -m MODEL, or (the form
+    before -m, kept) a first positional that is a .pnn or no known kind of input; else the
+    bundled demo. No inputs: the bundled samples."""
+    inputs = list(args.inputs)
+    model = args.model
+    if model is None and inputs and _is_model_path(inputs[0]):
+        model = inputs.pop(0)
+    model = model or str(DEMO_MODEL)
+    _check_model_path(model)
+    for path in inputs:
+        if sniff(path) == "pnn":
+            raise InputError(f"{path}: a model, not an input: pass one model, with -m MODEL; "
+                             f"inputs are images or arrays")
+    return model, inputs or [str(DEMO_SAMPLES)]
+
+
+def _is_model_path(path: str) -> bool:
+    """A .pnn by its bytes, or a file no input reader knows (a damaged model: let the model
+    reader say what is wrong) that is not named like an input."""
+    kind = sniff(path)
+    if kind is not None:
+        return kind == "pnn"
+    ext = os.path.splitext(path)[1].lower()
+    return ext not in (".npy", ".npz", ".gz", ".idx") and not is_image_name(path)
+
+
+def _check_model_path(path: str) -> None:
+    """A model argument that is recognisably something else: say what it looks like."""
+    kind = sniff(path)
+    if kind is None or kind == "pnn":
+        return  # the .pnn reader checks the rest
+    if kind in ("onnx", "torch"):
+        hint = f"; convert it first: python -m compress import {path} --out MODEL.pnn"
+    else:
+        hint = "; pass the model with -m MODEL, inputs after it" if kind in INPUT_KINDS else ""
+    raise ModelError(f"{path}: not a .pnn model (it looks like {describe_kind(kind)}){hint}")
 
 
 # ---- infer -----------------------------------------------------------------------------------
@@ -43,40 +86,37 @@ def _labels_beside(path: str) -> str | None:
     return candidate if os.path.exists(candidate) else None
 
 
-def _read_inputs(paths: list[str], labels_path: str | None):
-    """Yield (source name, raw images, labels or None) per input file."""
+def _read_inputs(model, paths: list[str], labels_path: str | None):
+    """Yield one classify.Batch per input file, with its true labels where known."""
     for path in paths:
-        images, labels = read_array(path)
+        batch = classify.read_input(model, path)
+        labels = batch.labels
         lp = labels_path or (None if labels is not None else _labels_beside(path))
         if lp:
             labels, _ = read_array(lp)
-        if labels is not None:
             labels = np.asarray(labels).reshape(-1)
-        yield path, images, labels
-
-
-def _classify(model, inputs, labels_path, batch_size, top_k):
-    """Yield one result dict per image, running the model one batch at a time."""
-    softmax = OPS["softmax"].build({"axis": 1}, {}, model.backend)
-    names = model.labels
-    for source, images, labels in _read_inputs(inputs, labels_path):
-        images = as_nchw(images, model.input_shape, source)  # a view: raw values stay raw
-        n = images.shape[0]
+        n = batch.images.shape[0]
         if labels is not None and labels.shape[0] != n:
-            raise InputError(f"{source}: {n} images but {labels.shape[0]} labels")
-        for start in range(0, n, batch_size):
-            t0 = time.perf_counter()
-            probs = softmax(model.run(model.preprocess(images[start:start + batch_size])))
+            raise InputError(f"{path}: {n} images but {labels.shape[0]} labels")
+        yield batch._replace(labels=labels)
+
+
+def _classify(model, args, size):
+    """Yield (result dict, seconds) per image, running the model `size` images at a time."""
+    k = args.top or classify.DEFAULT_TOP
+    for batch in _read_inputs(model, args.inputs, args.labels):
+        n = batch.images.shape[0]
+        t0 = time.perf_counter()
+        for i, tops in classify.classify_batch(model, batch, k, size=size,
+                                               input_range=args.input_range):
             seconds = time.perf_counter() - t0
-            top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
-            for i in range(probs.shape[0]):
-                item = {"input": source if n == 1 else f"{source}[{start + i}]",
-                        "top": [{"index": int(k), "label": _name(names, k),
-                                 "prob": float(probs[i, k])} for k in top[i]]}
-                if labels is not None:
-                    truth = int(labels[start + i])
-                    item["true"] = {"index": truth, "label": _name(names, truth)}
-                yield item, seconds / probs.shape[0]
+            item = {"input": batch.source if n == 1 else f"{batch.source}[{i}]",
+                    "top": [{"index": t.index, "label": t.label, "prob": t.prob} for t in tops]}
+            if batch.labels is not None:
+                truth = int(batch.labels[i])
+                item["true"] = {"index": truth, "label": classify.label_of(model.labels, truth)}
+            yield item, seconds
+            t0 = time.perf_counter()
 
 
 def _batch(model, asked: int | None) -> int:
@@ -84,7 +124,7 @@ def _batch(model, asked: int | None) -> int:
     is refused before any input is read."""
     fits = model.max_batch()
     if asked is None:
-        return min(64, fits)
+        return min(classify.DEFAULT_BATCH, fits)
     if asked > fits:
         raise InputError(f"{model.source}: --batch {asked} needs {human(model.memory(asked))}, "
                          f"over the limit of {human(model.limits.max_memory)} (--max-memory); "
@@ -93,16 +133,15 @@ def _batch(model, asked: int | None) -> int:
 
 
 def cmd_infer(args) -> int:
-    model_path = args.model or str(DEMO_MODEL)
+    model_path, args.inputs = _model_and_inputs(args)
     t_load = time.perf_counter()
     model = load(model_path, backend=args.backend, threads=args.threads,
                  max_memory=args.max_memory, max_macs=args.max_macs)
-    batch = _batch(model, args.batch)
+    size = _batch(model, args.batch)
     model.run(np.zeros((1, *model.input_shape), np.float32))  # compile / load Numba's cache
     load_seconds = time.perf_counter() - t_load
     results, images, seconds, correct, known = [], 0, 0.0, 0, 0
-    for item, item_seconds in _classify(model, args.inputs or [str(DEMO_SAMPLES)], args.labels,
-                                        batch, args.top):
+    for item, item_seconds in _classify(model, args, size):
         images += 1
         seconds += item_seconds
         if "true" in item:
@@ -128,14 +167,25 @@ def cmd_infer(args) -> int:
     return 0
 
 
-def _name(names: list[str], k: int) -> str:
-    return names[k] if 0 <= k < len(names) else str(k)
-
-
 # ---- info ------------------------------------------------------------------------------------
 
+def _one_model(args) -> str:
+    """The model of info / bench: -m MODEL or the positional (not both), else the demo."""
+    if args.model and args.model_pos and args.model != args.model_pos:
+        raise SettingError(f"two models given ({args.model_pos} and -m {args.model}): pass one")
+    path = args.model or args.model_pos or str(DEMO_MODEL)
+    _check_model_path(path)
+    return path
+
+
 def cmd_info(args) -> int:
-    d = describe(args.model, args.backend, args.max_memory, args.max_macs)
+    path = _one_model(args)
+    if args.path:
+        if not os.path.isfile(path):
+            raise formats.FormatError("no such file", path=path)
+        print(os.path.abspath(path))
+        return 0
+    d = describe(path, args.backend, args.max_memory, args.max_macs)
     print(json.dumps(d, indent=1) if args.json else render(d))
     return 0
 
@@ -143,6 +193,7 @@ def cmd_info(args) -> int:
 # ---- bench -----------------------------------------------------------------------------------
 
 def cmd_bench(args) -> int:
+    args.model = _one_model(args)
     model = load(args.model, backend=args.backend, threads=args.threads,
                  max_memory=args.max_memory, max_macs=args.max_macs)
     _batch(model, args.batch)
@@ -202,6 +253,16 @@ def count_arg(text: str) -> int:
     return int(float(m.group(1)) * scale[m.group(2)])
 
 
+def range_arg(text: str) -> tuple[float, float]:
+    """'0..1', '-1..1', '0..255' -> (lo, hi) with lo < hi."""
+    lo, sep, hi = text.partition("..")
+    try:
+        return Preprocess.check_range((lo, hi)) if sep else Preprocess.check_range(None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO..HI such as 0..1 or 0..255, got "
+                                         f"{text!r}") from None
+
+
 def limit_options() -> argparse.ArgumentParser:
     """--max-memory / --max-macs / --debug, shared by every command (and compress's)."""
     p = argparse.ArgumentParser(add_help=False)
@@ -222,12 +283,21 @@ def build_parser() -> argparse.ArgumentParser:
     backend = dict(choices=planner.BACKENDS, default="auto",
                    help="auto: Numba when installed, else NumPy/SciPy (default: auto)")
 
-    inf = sub.add_parser("infer", parents=common,
-                         help="classify images (no arguments: the bundled demo)")
-    inf.add_argument("model", nargs="?", help="a .pnn file (default: the bundled LeNet-5)")
-    inf.add_argument("inputs", nargs="*", help=".npy/.npz arrays or IDX[.gz] files "
-                     "(default: the bundled Fashion-MNIST samples)")
-    inf.add_argument("--top", type=_positive, default=3, help="classes to show (default 3)")
+    inf = sub.add_parser("infer", parents=common, help="classify images (no arguments: the demo)",
+                         description="Classify images with a .pnn model: one line per image with "
+                         "its most likely classes and their probabilities.")
+    inf.add_argument("-m", "--model", metavar="MODEL",
+                     help="the .pnn model (default: the bundled Fashion-MNIST LeNet-5)")
+    inf.add_argument("inputs", nargs="*", metavar="INPUT",
+                     help="image files (JPEG, PNG, BMP, GIF, WebP, PGM/PPM; needs Pillow), "
+                     ".npy/.npz arrays or IDX[.gz] files (default: the bundled Fashion-MNIST "
+                     "samples)")
+    inf.add_argument("--top", type=_positive, metavar="K",
+                     help=f"classes shown per image (default {classify.DEFAULT_TOP}, or all "
+                     f"when the model has fewer)")
+    inf.add_argument("--input-range", type=range_arg, metavar="LO..HI",
+                     help="what array values span, e.g. 0..1 (default: integers are raw "
+                     "pixels; floats in 0..1 are refused as ambiguous)")
     inf.add_argument("--json", action="store_true", help="print one JSON document")
     inf.add_argument("--backend", **backend)
     inf.add_argument("--batch", type=_positive,
@@ -237,14 +307,23 @@ def build_parser() -> argparse.ArgumentParser:
     inf.set_defaults(func=cmd_infer)
 
     info = sub.add_parser("info", parents=common,
-                          help="per-node sizes, multiply-adds, memory and the compression ratio")
-    info.add_argument("model")
+                          help="the graph: per-node sizes, multiply-adds, memory, compression",
+                          description="Describe a .pnn model: its input, output, labels and "
+                          "preprocessing, one row per node, totals and what a run needs.")
+    info.add_argument("model_pos", nargs="?", metavar="MODEL", help="same as -m")
+    info.add_argument("-m", "--model", metavar="MODEL",
+                      help="the .pnn model (default: the bundled demo)")
+    info.add_argument("--path", action="store_true",
+                      help="only print the model file's absolute path (the bundled demo's "
+                      "by default)")
     info.add_argument("--backend", **backend)
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_info)
 
     bench = sub.add_parser("bench", parents=common, help="time the model on random input")
-    bench.add_argument("model", nargs="?", default=str(DEMO_MODEL))
+    bench.add_argument("model_pos", nargs="?", metavar="MODEL", help="same as -m")
+    bench.add_argument("-m", "--model", metavar="MODEL",
+                       help="the .pnn model (default: the bundled demo)")
     bench.add_argument("--batch", type=_positive, default=1)
     bench.add_argument("--backend", **backend)
     bench.add_argument("--threads", type=_positive)

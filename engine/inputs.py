@@ -1,4 +1,5 @@
-"""Reading user inputs: IDX / IDX.gz (the MNIST layout), .npy and .npz arrays.
+"""Reading user inputs: IDX / IDX.gz (the MNIST layout), .npy and .npz arrays; what a file
+is from its first bytes (`sniff`); array layouts to NCHW (`as_nchw`). Image files: images.py.
 
 Every input is treated as written by an attacker. Sizes are computed with exact Python ints, a
 header claiming more than `max_bytes` of data is refused before anything is read, data is read
@@ -21,6 +22,7 @@ import zlib
 import numpy as np
 
 from engine.errors import InputError
+from formats.constants import MAGIC as PNN_MAGIC
 
 # IDX type byte -> big-endian dtype (http://yann.lecun.com/exdb/mnist/ describes the layout).
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -35,6 +37,60 @@ _NUMERIC_KINDS = "biuf"        # bool, int, uint, float: what images and labels 
 _READ_ERRORS = (OSError, EOFError, ValueError, OverflowError, MemoryError, RuntimeError,
                 struct.error, zlib.error, zipfile.BadZipFile, zipfile.LargeZipFile)
 
+
+# ---- what a file is ---------------------------------------------------------------------------
+
+_MAGICS = ((PNN_MAGIC, "pnn"), (b"\x93NUMPY", "npy"), (b"PK\x03\x04", "zip"),
+           (b"PK\x05\x06", "zip"), (b"\x1f\x8b", "gzip"), (b"\xff\xd8\xff", "JPEG"),
+           (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+           (b"BM", "BMP"), (b"GGUF", "gguf"))
+_KINDS = {
+    "pnn": "a .pnn model", "npy": "a .npy array", "npz": "an .npz archive of arrays",
+    "gzip": "a gzip file", "idx": "an IDX file", "JPEG": "a JPEG image", "PNG": "a PNG image",
+    "GIF": "a GIF image", "BMP": "a BMP image", "WEBP": "a WebP image",
+    "PPM": "a PGM/PPM image", "onnx": "an ONNX model", "torch": "a PyTorch checkpoint",
+    "tflite": "a TensorFlow Lite model", "gguf": "a GGUF model",
+}
+IMAGE_KINDS = frozenset({"JPEG", "PNG", "GIF", "BMP", "WEBP", "PPM"})
+ARRAY_KINDS = frozenset({"npy", "npz", "gzip", "idx"})
+FOREIGN_MODEL_KINDS = frozenset({"onnx", "torch", "tflite", "gguf"})
+
+
+def sniff(path: str | os.PathLike) -> str | None:
+    """What a file looks like from its first 16 bytes (and, for the formats whose bytes do not
+    say, its name): a key of _KINDS, or None (unknown, empty, or unreadable)."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    if ext == ".onnx":  # protobuf: no magic
+        return "onnx"
+    kind = next((k for magic, k in _MAGICS if head.startswith(magic)), None)
+    if kind == "zip":
+        return "torch" if ext in (".pt", ".pth", ".ckpt", ".bin") else "npz"
+    if kind is None:
+        if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+            kind = "WEBP"
+        elif head[4:8] == b"TFL3":
+            kind = "tflite"
+        elif len(head) >= 3 and head[0:1] == b"P" and head[1:2] in b"123456" \
+                and head[2:3] in b" \t\r\n#":
+            kind = "PPM"
+        elif len(head) >= 4 and head[:2] == b"\0\0" and head[2] in _IDX_DTYPES \
+                and 1 <= head[3] <= 4:
+            kind = "idx"
+    return kind
+
+
+def describe_kind(kind: str | None) -> str:
+    """'a .npy array', 'a JPEG image', ... for a message."""
+    return _KINDS.get(kind, "an unknown kind of file")
+
+
+# ---- arrays --------------------------------------------------------------------------------
 
 def read_idx(path: str | os.PathLike, *, max_bytes: int = MAX_INPUT_BYTES) -> np.ndarray:
     """Read an IDX or gzipped IDX file into a NumPy array of its stored shape (native order)."""
@@ -199,12 +255,17 @@ def _figure(n: int) -> str:
 
 
 def as_nchw(images: np.ndarray, input_shape: tuple[int, ...], source: str) -> np.ndarray:
-    """Bring HW, CHW, NHW or NCHW images to (N, C, H, W) for a model whose input is (C, H, W)."""
+    """Bring HW, CHW, NHW or NCHW images to (N, C, H, W) for a model whose input is (C, H, W);
+    channels-last HWC and NHWC too (NumPy's view of a PIL image, TFLite's layout) when the
+    shape says so unambiguously. A view: values are not converted."""
     c, h, w = input_shape
     x = np.asarray(images)
     if x.dtype.kind not in _NUMERIC_KINDS:  # also structured ("V"), str, complex, datetime
         raise InputError(f"{source}: images of dtype {x.dtype} are not plain numbers")
-    if x.ndim >= 2 and x.shape[-2:] == (h, w):
+    first = x.ndim >= 2 and x.shape[-2:] == (h, w)
+    if not first and x.ndim in (3, 4) and x.shape[-3:] == (h, w, c):  # HWC, NHWC
+        return np.moveaxis(x.reshape(-1, h, w, c), -1, 1)
+    if first:
         if x.ndim == 2:
             return x.reshape(1, 1, h, w) if c == 1 else _bad(x, input_shape, source)
         if x.ndim == 3:
@@ -220,4 +281,4 @@ def as_nchw(images: np.ndarray, input_shape: tuple[int, ...], source: str) -> np
 def _bad(x: np.ndarray, input_shape, source: str):
     c, h, w = input_shape
     raise InputError(f"{source}: images of shape {tuple(x.shape)} do not fit the model's input "
-                     f"(C, H, W) = ({c}, {h}, {w}); expected HW, CHW, NHW or NCHW")
+                     f"(C, H, W) = ({c}, {h}, {w}); expected HW, CHW, NHW or NCHW (or HWC, NHWC)")

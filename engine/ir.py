@@ -40,19 +40,112 @@ class Node:
 class Preprocess:
     """How a raw image becomes the model's input: x = (raw * scale - mean[c]) / std[c].
     An image file is first resized so its shorter side is `resize` pixels (0: it must
-    already be the input's size) and centre-cropped to the input's (H, W)."""
+    already be the input's size) and centre-cropped to the input's (H, W) (engine/images.py).
+
+    The raw range: with 0 < scale < 1 the model takes raw values in 0..1/scale (`raw_range`;
+    0..255 for the usual 1/255: 8-bit pixels). `apply` takes integers as raw values; floats
+    and bools must lie in that range with some value above 1, because floats in 0..1 are
+    almost surely an image already divided by 255, which would be divided again and
+    misclassified. Those, and anything outside the range, are refused with the range found
+    and how to say what the values mean (`input_range`). With no raw range (scale >= 1) values
+    go in as they are. NaN and infinity are always refused."""
 
     scale: float = 1.0 / 255.0
     mean: list[float] = field(default_factory=lambda: [0.0])
     std: list[float] = field(default_factory=lambda: [1.0])
     resize: int = 0
 
-    def apply(self, raw: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) raw values (e.g. uint8) -> float32 model input."""
-        x = np.asarray(raw, dtype=np.float32) * np.float32(self.scale)
+    @property
+    def raw_range(self) -> tuple[float, float] | None:
+        """(0, 1 / scale) (e.g. (0, 255)) when 0 < scale < 1, else None (no declared range)."""
+        if not 0 < self.scale < 1:
+            return None
+        top = 1.0 / self.scale
+        return 0.0, float(round(top)) if abs(top - round(top)) <= 1e-6 * top else top
+
+    def apply(self, raw: np.ndarray, *, input_range: tuple[float, float] | None = None,
+              source: str = "input") -> np.ndarray:
+        """(N, C, H, W) raw values (e.g. uint8) -> float32 model input. `input_range` (lo, hi)
+        says what the values span (lo black, hi white, e.g. (0, 1)): they are checked against
+        it and mapped onto the raw range. Refused values raise InputError naming `source`."""
+        from engine.errors import InputError
+
+        x = np.asarray(raw)
+        if x.dtype.kind not in "biuf":
+            raise InputError(f"{source}: values of dtype {x.dtype} are not plain numbers")
+        declared = self.raw_range
+        if input_range is not None:
+            lo, hi = self.check_range(input_range)
+            if declared is None:
+                raise InputError(f"{source}: an input range ({lo:g}..{hi:g}) was given, but the "
+                                 f"model declares no raw range (its preprocessing scale is "
+                                 f"{self.scale:g}): pass the values it takes as they are")
+            found = self._extent(x, source)
+            if found and (found[0] < lo or found[1] > hi):
+                raise InputError(f"{source}: values in {self._span(found)}, outside the input "
+                                 f"range {lo:g}..{hi:g} given")
+            if (lo, hi) != declared:
+                x = (x.astype(np.float32) - np.float32(lo)) * np.float32(declared[1] / (hi - lo))
+        elif declared is not None and not (x.dtype == np.uint8 and declared[1] >= 255):
+            self._check_raw(x, declared[1], source)
+        elif x.dtype.kind == "f":
+            self._extent(x, source)  # NaN / infinity
+        x = np.asarray(x, dtype=np.float32) * np.float32(self.scale)
         mean = np.asarray(self.mean, dtype=np.float32).reshape(1, -1, 1, 1)
         std = np.asarray(self.std, dtype=np.float32).reshape(1, -1, 1, 1)
         return (x - mean) / std
+
+    @staticmethod
+    def check_range(r) -> tuple[float, float]:
+        """An input range as (lo, hi) floats: finite, lo < hi; else ValueError saying so."""
+        try:
+            lo, hi = (float(v) for v in r)
+            ok = math.isfinite(lo) and math.isfinite(hi) and lo < hi
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise ValueError(f"input_range must be two finite numbers (lo, hi) with lo < hi, "
+                             f"got {_short(r)}")
+        return lo, hi
+
+    @staticmethod
+    def _extent(x: np.ndarray, source: str) -> tuple[float, float] | None:
+        """(min, max) of x, None when empty; NaN or infinity refused."""
+        from engine.errors import InputError
+
+        if x.size == 0:
+            return None
+        lo, hi = x.min(), x.max()  # NaN propagates through both
+        if x.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):
+            raise InputError(f"{source}: the values hold NaN or infinity")
+        return float(lo), float(hi)
+
+    @staticmethod
+    def _span(found: tuple[float, float]) -> str:
+        """'0..76500', '0.03529..0.8039': whole numbers in full, others to 4 digits."""
+        return "..".join(f"{v:.0f}" if v.is_integer() and abs(v) < 1e15 else f"{v:.4g}"
+                         for v in found)
+
+    @staticmethod
+    def _check_raw(x: np.ndarray, top: float, source: str) -> None:
+        """Raw values must lie in 0..top; floats and bools must also reach above 1."""
+        from engine.errors import InputError
+
+        found = Preprocess._extent(x, source)
+        if found is None:
+            return
+        span = Preprocess._span(found)
+        expected = (f"the model takes raw pixels in 0..{top:g} (its preprocessing divides them "
+                    f"by {top:g})")
+        if found[0] < 0 or found[1] > top:
+            what = "integer values" if x.dtype.kind in "iu" else "values"
+            raise InputError(f"{source}: {what} in {span}; {expected}: pass raw pixels, or say "
+                             f"what your values span with --input-range LO..HI "
+                             f"(input_range=(lo, hi) in Python)")
+        if x.dtype.kind in "fb" and found[1] <= 1 < top:
+            raise InputError(f"{source}: values in {span} look like 0..1 pixels; {expected}: "
+                             f"pass --input-range 0..1 (input_range=(0, 1) in Python) to have "
+                             f"them scaled, or multiply them by {top:g}")
 
 
 @dataclass

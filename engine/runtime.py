@@ -15,10 +15,9 @@ from collections import OrderedDict
 import numpy as np
 
 import formats
-from engine import planner
+from engine import classify, planner
 from engine.budget import Limits, human
 from engine.errors import InputError, ModelError
-from engine.inputs import as_nchw
 from engine.ir import Graph
 from engine.kernels import _jit
 
@@ -151,9 +150,13 @@ class Model:
         room = self.limits.max_memory - self.plan.weights
         return max(1, room // max(self.plan.peak, 1))
 
-    def preprocess(self, raw: np.ndarray) -> np.ndarray:
-        """Raw images (HW, CHW, NHW or NCHW; e.g. uint8 0-255) -> float32 NCHW model input."""
-        return self.graph.preprocess.apply(as_nchw(raw, self.input_shape, self.source))
+    def preprocess(self, inputs, *, input_range=None) -> np.ndarray:
+        """Image files, PIL images, array files or arrays -> float32 NCHW (engine.classify)."""
+        return classify.preprocess(self, inputs, input_range=input_range)
+
+    def predict(self, inputs, top: int | None = 5, *, input_range=None):
+        """Per image, its `top` classes as Top(label, prob, index) (engine.classify.predict)."""
+        return classify.predict(self, inputs, top, input_range=input_range)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """float32 (N, C, H, W), already preprocessed -> float32 logits (N, classes)."""

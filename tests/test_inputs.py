@@ -18,7 +18,16 @@ import zlib
 import numpy as np
 import pytest
 
-from engine.inputs import MAX_INPUT_BYTES, InputError, as_nchw, read_array, read_idx
+from engine.inputs import (
+    MAX_INPUT_BYTES,
+    InputError,
+    as_nchw,
+    describe_kind,
+    read_array,
+    read_idx,
+    sniff,
+)
+from engine.ir import Preprocess
 
 MiB = 2**20
 
@@ -373,3 +382,102 @@ def test_as_nchw_rejects(shape):
 def test_as_nchw_refuses_non_numeric_dtypes(dtype):
     with pytest.raises(InputError, match="s: images of dtype .* are not plain numbers"):
         as_nchw(np.zeros((2, 28, 28), dtype=dtype), (1, 28, 28), "s")
+
+
+@pytest.mark.parametrize("shape, n", [((28, 28, 1), 1), ((5, 28, 28, 1), 5)])
+def test_as_nchw_channels_last(shape, n):
+    x = np.arange(np.prod(shape)).reshape(shape)
+    got = as_nchw(x, (1, 28, 28), "s")
+    assert got.shape == (n, 1, 28, 28)
+    np.testing.assert_array_equal(got[:, 0], x.reshape(n, 28, 28))
+    rgb = np.arange(2 * 8 * 6 * 3).reshape(2, 8, 6, 3)  # NHWC -> NCHW
+    np.testing.assert_array_equal(as_nchw(rgb, (3, 8, 6), "s"), rgb.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(as_nchw(rgb[0], (3, 8, 6), "s"), rgb[:1].transpose(0, 3, 1, 2))
+
+
+# ---- what a file is --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, head, kind", [
+    ("m.pnn", b"\x89PNN\r\n\x1a\n" + bytes(32), "pnn"),
+    ("renamed.jpg", b"\x89PNN\r\n\x1a\n" + bytes(32), "pnn"),   # the bytes decide
+    ("a.npy", b"\x93NUMPY\x01\x00", "npy"),
+    ("a.npz", b"PK\x03\x04" + bytes(20), "npz"),
+    ("model.pt", b"PK\x03\x04" + bytes(20), "torch"),
+    ("t.gz", b"\x1f\x8b\x08" + bytes(10), "gzip"),
+    ("t-images-idx3-ubyte", b"\x00\x00\x08\x03" + bytes(12), "idx"),
+    ("p.jpg", b"\xff\xd8\xff\xe0" + bytes(12), "JPEG"),
+    ("p.png", b"\x89PNG\r\n\x1a\n" + bytes(8), "PNG"),
+    ("p.gif", b"GIF89a" + bytes(8), "GIF"),
+    ("p.bmp", b"BM" + bytes(12), "BMP"),
+    ("p.webp", b"RIFF\x10\x00\x00\x00WEBPVP8 ", "WEBP"),
+    ("p.pgm", b"P5\n28 28\n255\n", "PPM"),
+    ("m.tflite", b"\x1c\x00\x00\x00TFL3" + bytes(8), "tflite"),
+    ("m.onnx", b"\x08\x07\x12\x07pytorch", "onnx"),
+    ("notes.txt", b"hello", None),
+    ("empty", b"", None),
+])
+def test_sniff(tmp_path, name, head, kind):
+    (tmp_path / name).write_bytes(head)
+    assert sniff(tmp_path / name) == kind
+    assert describe_kind(kind)
+
+
+def test_sniff_of_a_missing_file_is_none(tmp_path):
+    assert sniff(tmp_path / "nope.png") is None
+
+
+# ---- the raw range (Preprocess.apply) --------------------------------------------------------
+
+PIXELS = Preprocess(scale=1 / 255, mean=[0.5], std=[0.25])
+
+
+def test_raw_range_follows_the_scale():
+    assert PIXELS.raw_range == (0.0, 255.0)
+    assert Preprocess(scale=1 / 65535).raw_range == (0.0, 65535.0)
+    assert Preprocess(scale=1.0).raw_range is None and Preprocess(scale=2.0).raw_range is None
+
+
+def test_integers_are_raw_pixels_and_floats_in_range_pass():
+    u8 = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16)
+    want = (u8 / 255 - 0.5) / 0.25
+    for x in (u8, u8.astype(np.int64), u8.astype(np.float32), u8.astype(np.float64)):
+        np.testing.assert_allclose(PIXELS.apply(x), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("x, match", [
+    (np.full((1, 1, 2, 2), 0.5, np.float32), r"values in 0\.5\.\.0\.5 look like 0\.\.1 pixels"),
+    (np.ones((1, 1, 2, 2), bool), r"values in 1\.\.1 look like 0\.\.1 pixels"),
+    (np.full((1, 1, 2, 2), 300.0), r"values in 300\.\.300; the model takes raw pixels in "
+                                   r"0\.\.255"),
+    (np.full((1, 1, 2, 2), -0.5), r"values in -0\.5\.\.-0\.5; the model takes raw pixels"),
+    (np.full((1, 1, 2, 2), 256, np.uint16), r"integer values in 256\.\.256; the model takes"),
+    (np.full((1, 1, 2, 2), -1, np.int8), r"integer values in -1\.\.-1"),
+    (np.array([[[[0.0, np.nan]]]]), "the values hold NaN or infinity"),
+    (np.array([[[[7.0, np.inf]]]]), "the values hold NaN or infinity"),
+])
+def test_refused_raw_values_name_the_source_and_the_range(x, match):
+    with pytest.raises(InputError, match=f"^photo: {match}") as e:
+        PIXELS.apply(x, source="photo")
+    assert "\n" not in str(e.value)
+
+
+def test_input_range_maps_onto_the_raw_range():
+    u8 = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16)
+    want = PIXELS.apply(u8)
+    unit = u8.astype(np.float32) / 255
+    np.testing.assert_allclose(PIXELS.apply(unit, input_range=(0, 1)), want, atol=1e-5)
+    np.testing.assert_allclose(PIXELS.apply(unit * 2 - 1, input_range=(-1, 1)), want, atol=1e-5)
+    np.testing.assert_array_equal(PIXELS.apply(u8, input_range=(0, 255)), want)
+    with pytest.raises(InputError, match=r"s: values in 0\.\.255, outside the input range 0\.\.1"):
+        PIXELS.apply(u8, input_range=(0, 1), source="s")
+    with pytest.raises(ValueError, match="input_range must be two finite numbers"):
+        PIXELS.apply(unit, input_range=(1, 0))
+    with pytest.raises(InputError, match="the model declares no raw range"):
+        Preprocess(scale=1.0).apply(unit, input_range=(0, 1))
+
+
+def test_without_a_raw_range_values_go_in_as_they_are():
+    x = np.linspace(-3, 3, 16).reshape(1, 1, 4, 4)
+    np.testing.assert_allclose(Preprocess(scale=1.0).apply(x), x, rtol=1e-6)
+    with pytest.raises(InputError, match="NaN"):
+        Preprocess(scale=1.0).apply(np.full((1, 1, 1, 1), np.nan))

@@ -101,7 +101,7 @@ def conv_ref(x, t, bias, stride, pad, absolute=False):
         x, book, bias = np.abs(x), np.abs(book), None
         scale = None if scale is None else np.abs(scale)
     return sparse.conv2d_nchw_csr_codebook_ref(x, t.indptr, t.indices, t.codes, book, scale,
-                                               bias, kh, kw, *stride, *pad)
+                                               bias, kh, kw, stride, pad)
 
 
 def gemm_ref(x, t, bias, absolute=False):

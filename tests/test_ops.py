@@ -70,6 +70,39 @@ def test_conv2d_codebook(backend, form, attrs, xs, ws):
           CONV_KERNELS[backend])
 
 
+# (attrs, x shape, weight shape, kernel per weight form and backend) of mobile networks' convs
+MOBILE_CONV = [
+    ({"stride": 1, "padding": 1, "groups": 8}, (2, 8, 9, 7), (8, 1, 3, 3), "dw"),
+    ({"stride": 2, "padding": [1, 1, 0, 0], "groups": 6}, (1, 6, 9, 8), (12, 1, 3, 3), "dw"),
+    ({}, (2, 8, 5, 6), (4, 8, 1, 1), "pw"),
+    ({"stride": 2, "groups": 2}, (1, 6, 7, 7), (4, 3, 1, 1), "pw"),
+    ({"stride": 2, "padding": 3}, (1, 3, 16, 15), (4, 3, 7, 7), "any"),
+    ({"dilation": [2, 1], "padding": [2, 1, 1, 0], "groups": 2}, (2, 4, 8, 8), (6, 2, 3, 3),
+     "any"),
+]
+MOBILE_KERNELS = {
+    ("codebook", "numba"): {"dw": "dwconv2d_nchw_csr_codebook", "any": "conv2d_nchw_csr_codebook",
+                            "pw": "conv2d_1x1_nchw_spmm_codebook"},
+    ("codebook", "numpy"): {"dw": "dwconv2d_nchw_shifted", "pw": "conv2d_nchw_csr_scipy",
+                            "any": "conv2d_nchw_csr_scipy"},
+    ("dense", "numba"): {"dw": "dwconv2d_nchw_direct", "pw": "conv2d_nchw_im2col",
+                         "any": "conv2d_nchw_im2col"},
+    ("dense", "numpy"): {"dw": "dwconv2d_nchw_shifted", "pw": "conv2d_nchw_im2col",
+                         "any": "conv2d_nchw_im2col"},
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("form", ["dense", "shared", "scaled"])
+@pytest.mark.parametrize("attrs,xs,ws,k", MOBILE_CONV)
+def test_conv2d_mobile_forms(backend, form, attrs, xs, ws, k):
+    """Depthwise, pointwise, strided, dilated, grouped and asymmetrically padded convs."""
+    weight = rand(*ws) if form == "dense" else codebook(ws, density=0.5, form=form)
+    kind = "dense" if form == "dense" else "codebook"
+    check("conv2d", attrs, rand(*xs), {"weight": weight, "bias": rand(ws[0])}, backend,
+          MOBILE_KERNELS[kind, backend][k])
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("density", [0.0, 0.04, 1.0])
 @pytest.mark.parametrize("n", [1, 5])
@@ -86,6 +119,10 @@ def test_elementwise_and_shape_ops(backend):
     check("relu", {}, x, backend=backend)
     check("maxpool2d", {"kernel": [2, 2]}, x, backend=backend)
     check("maxpool2d", {"kernel": 3, "stride": [2, 1], "padding": 1}, x, backend=backend)
+    check("maxpool2d", {"kernel": 3, "stride": 2, "padding": [1, 0, 0, 1], "ceil_mode": 1}, x,
+          backend=backend)
+    check("maxpool2d", {"kernel": [2, 3], "dilation": [2, 1], "ceil_mode": 1}, x,
+          backend=backend)
     check("flatten", {"start_dim": 1}, x, backend=backend)
     check("flatten", {"start_dim": 2}, x, backend=backend)
     check("softmax", {"axis": 1}, rand(4, 10) * 100, backend=backend)
@@ -112,10 +149,12 @@ def test_softmax_is_stable_and_normalised():
 
 def test_maxpool2d_floor_mode_shape():
     assert OPS["maxpool2d"].infer_shape({"kernel": [2, 2]}, ((20, 25, 25),), {}) == (20, 12, 12)
+    assert OPS["maxpool2d"].infer_shape({"kernel": [2, 2], "ceil_mode": 1}, ((20, 25, 25),),
+                                        {}) == (20, 13, 13)
 
 
 def test_unknown_op():
-    with pytest.raises(ValueError, match=r"unknown op 'conv3d'; known ops: conv2d, flatten"):
+    with pytest.raises(ValueError, match=r"unknown op 'conv3d'; known ops: add, .*conv2d, "):
         get_op("conv3d")
 
 
@@ -123,19 +162,35 @@ def test_unknown_op():
     ("conv2d", {}, (3, 8, 8), {"weight": (4, 2, 3, 3)}, "input has 3 channels"),
     ("conv2d", {}, (2, 2, 2), {"weight": (4, 2, 3, 3)}, "smaller than the 3x3 kernel"),
     ("conv2d", {}, (2, 8, 8), {"weight": (4, 2, 3, 3), "bias": (5,)}, r"bias must be \(4,\)"),
-    ("conv2d", {"groups": 2}, (2, 8, 8), {"weight": (4, 2, 3, 3)}, "groups=2 not supported"),
-    ("conv2d", {"dilation": [2, 2]}, (2, 8, 8), {"weight": (4, 2, 3, 3)}, "not supported"),
+    ("conv2d", {"groups": 2}, (2, 8, 8), {"weight": (4, 2, 3, 3)},
+     r"input has 2 channels, weight \(4, 2, 3, 3\) with groups=2 expects 4"),
+    ("conv2d", {"groups": 3}, (6, 8, 8), {"weight": (4, 2, 3, 3)},
+     "groups=3 does not divide the weight's 4 output channels"),
+    ("conv2d", {"groups": 0}, (2, 8, 8), {"weight": (4, 2, 3, 3)}, "groups=0 outside 1.."),
+    ("conv2d", {"dilation": [4, 4]}, (2, 8, 8), {"weight": (4, 2, 3, 3)},
+     r"smaller than the 3x3 kernel dilated by \(4, 4\)"),
+    ("conv2d", {"padding": [1, 2, 3]}, (2, 8, 8), {"weight": (4, 2, 3, 3)},
+     "padding must be an int or a pair"),
     ("conv2d", {}, (8, 8), {"weight": (4, 2, 3, 3)}, r"input must be \(C, H, W\)"),
     ("linear", {}, (3, 4, 4), {"weight": (10, 48)}, "flatten first"),
     ("linear", {}, (47,), {"weight": (10, 48)}, r"input must be \(48,\)"),
     ("maxpool2d", {}, (3, 4, 4), {}, "missing attr 'kernel'"),
-    ("maxpool2d", {"kernel": 2, "padding": 2}, (3, 4, 4), {}, "more than half the kernel"),
+    ("maxpool2d", {"kernel": 2, "padding": 2}, (3, 4, 4), {}, "is not below the kernel"),
     ("maxpool2d", {"kernel": 5}, (3, 4, 4), {}, "smaller than the 5x5 window"),
     ("flatten", {"start_dim": 0}, (3, 4, 4), {}, "batch dim 0 cannot be merged"),
     ("softmax", {"axis": 3}, (10,), {}, "axis=3 outside -2..1"),
     # what a file may say that an op does not honour: refused, listing what the op knows
+    ("maxpool2d", {"kernel": 2, "storage_order": 1}, (3, 4, 4), {},
+     r"unknown attribute\(s\) 'storage_order'; maxpool2d knows kernel, stride, padding, "
+     r"dilation, ceil_mode"),
     ("maxpool2d", {"kernel": 2, "ceil_mode": True}, (3, 4, 4), {},
-     r"unknown attribute\(s\) 'ceil_mode'; maxpool2d knows kernel, stride, padding"),
+     "ceil_mode must be an integer, got True"),
+    ("maxpool2d", {"kernel": 2, "ceil_mode": 2}, (3, 4, 4), {}, r"ceil_mode=2 outside 0\.\.1"),
+    ("maxpool2d", {"kernel": 3, "padding": [1, 1, 3, 1]}, (3, 4, 4), {},
+     r"padding \[1, 1, 3, 1\] is not below the kernel \[3, 3\] on every side"),
+    ("maxpool2d", {"kernel": 2, "dilation": 0}, (3, 4, 4), {}, "dilation=0 outside 1.."),
+    ("maxpool2d", {"kernel": 2, "dilation": 4}, (3, 4, 4), {},
+     r"smaller than the 2x2 window dilated \[4, 4\]"),
     ("conv2d", {"pads": [1, 1, 1, 1]}, (2, 8, 8), {"weight": (4, 2, 3, 3)},
      r"unknown attribute\(s\) 'pads'; conv2d knows stride, padding, dilation, groups"),
     ("relu", {"alpha": 0.1}, (3,), {}, "relu knows none"),

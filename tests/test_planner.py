@@ -24,7 +24,7 @@ CASES = {
     "huge padding": (_set(0, padding=[10**6, 10**6]), "limit"),
     "pool window 0": (_set(1, kernel=[0, 0]), "kernel"),
     "pool window too big": (_set(1, kernel=[100, 100]), "window"),
-    "groups": (_set(0, groups=2), "not supported"),
+    "groups not matching the channels": (_set(0, groups=2), "with groups=2 expects 2"),
     "huge input": (lambda g: setattr(g, "input_shape", (1, 10**6, 10**6)), "limit"),
     "negative input dim": (lambda g: setattr(g, "input_shape", (1, -28, 28)), r"integers in 1\.\."),
     "dangling input": (lambda g: setattr(g.nodes[2], "inputs", ["nope"]), "nope"),

@@ -57,6 +57,22 @@ class CsrCodebook:
             book_step=int(per_channel),
             scale=_NO_SCALE if t.scale is None else np.ascontiguousarray(t.scale, np.float32))
 
+    @classmethod
+    def of_dense(cls, weight: np.ndarray) -> CsrCodebook:
+        """A dense float weight (O, ...) as every position listed, each its own code into a
+        per-channel codebook holding its row's values: the kernels on codes then run a dense
+        layer exactly (the depthwise kernel does; a small table, O*K floats, is the weight)."""
+        w = np.ascontiguousarray(weight, dtype=np.float32)
+        o = int(w.shape[0])
+        k = w.size // o if o else 0
+        if k > 1 << 16:
+            raise ValueError(f"a dense row of {k} values does not fit 16-bit codes")
+        taps = np.arange(k)
+        return cls(rows=o, row_size=k, indptr=np.arange(o + 1, dtype=np.int64) * k,
+                   cols=np.tile(taps.astype(index_dtype(k)), o),
+                   codes=np.tile(taps.astype(np.uint8 if k <= 256 else np.uint16), o),
+                   book=w.reshape(o, k), book_step=1, scale=_NO_SCALE)
+
     @property
     def nnz(self) -> int:
         return int(self.cols.shape[0])

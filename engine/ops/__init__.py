@@ -10,9 +10,30 @@
 from __future__ import annotations
 
 from engine.kernels import Kernel
-from engine.ops import conv2d, flatten, linear, maxpool2d, relu, softmax
+from engine.ops import (
+    add,
+    avgpool2d,
+    batchnorm,
+    clip,
+    concat,
+    conv2d,
+    flatten,
+    global_avgpool,
+    hardsigmoid,
+    hardswish,
+    identity,
+    linear,
+    maxpool2d,
+    mul,
+    relu,
+    reshape,
+    sigmoid,
+    softmax,
+)
 
-OPS = {m.NAME: m for m in (conv2d, linear, relu, maxpool2d, flatten, softmax)}
+OPS = {m.NAME: m for m in (conv2d, linear, relu, maxpool2d, flatten, softmax,
+                           batchnorm, clip, sigmoid, hardsigmoid, hardswish, add, mul, concat,
+                           avgpool2d, global_avgpool, reshape, identity)}
 
 
 def get_op(name: str):

@@ -1,88 +1,84 @@
-"""maxpool2d: NCHW max pooling, PyTorch floor mode.
-attrs {"kernel": [kh, kw], "stride": [sh, sw] (defaults to kernel), "padding": [ph, pw]}."""
+"""maxpool2d: NCHW max pooling, PyTorch/ONNX semantics. attrs {"kernel": [kh, kw], "stride"
+(default: the kernel), "padding": p, [ph, pw] or [top, left, bottom, right] (read as -inf),
+"dilation": [dh, dw] (1), "ceil_mode": 0 or 1 (0)}; engine/ops/pool_geometry.py checks them."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from engine.kernels import Kernel, check_backend
-from engine.kernels.dense import maxpool2d_nchw
-from engine.kernels.sparse import conv_out_size
-from engine.ops.attrs import check_attrs, check_params, pair
+from engine.kernels.pool import maxpool2d_nchw, pool_work
+from engine.ops.attrs import check_params
+from engine.ops.pool_geometry import Window, window, window_starts
 
 NAME = "maxpool2d"
-ATTRS = ("kernel", "stride", "padding")
+ATTRS = ("kernel", "stride", "padding", "dilation", "ceil_mode")
 INPUTS = (1, 1)  # input values read
 
 
-def geometry(attrs: dict):
-    """((kh, kw), (sh, sw), (ph, pw)) with PyTorch's rule that padding <= kernel / 2."""
-    check_attrs(NAME, attrs, ATTRS)
-    if "kernel" not in attrs:
-        raise ValueError("maxpool2d: missing attr 'kernel'")
-    k = pair(attrs["kernel"], "maxpool2d: kernel", 1)
-    s = pair(attrs["stride"] if "stride" in attrs else attrs["kernel"], "maxpool2d: stride", 1)
-    p = pair(attrs.get("padding", 0), "maxpool2d: padding", 0)
-    if p[0] * 2 > k[0] or p[1] * 2 > k[1]:
-        raise ValueError(f"maxpool2d: padding {p} is more than half the kernel {k}")
-    return k, s, p
+def geometry(attrs: dict) -> Window:
+    return window(NAME, attrs, ATTRS)
 
 
 def infer_shape(attrs: dict, in_shapes: tuple, params: dict[str, tuple]) -> tuple:
     """(C, H, W) -> (C, OH, OW)."""
     (in_shape,) = in_shapes
-    (kh, kw), (sh, sw), (ph, pw) = geometry(attrs)
+    win = geometry(attrs)
     check_params(NAME, params, ())
-    if len(in_shape) != 3:
-        raise ValueError(f"maxpool2d: input must be (C, H, W) per sample, got "
-                         f"{tuple(in_shape)}")
-    c, h, w = in_shape
-    oh, ow = conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw)
-    if oh < 1 or ow < 1:
-        raise ValueError(f"maxpool2d: input {tuple(in_shape)} is smaller than the "
-                         f"{kh}x{kw} window")
-    return (c, oh, ow)
+    return win.out_shape(NAME, in_shape)
 
 
 def reference(xs: list, attrs: dict, params: dict[str, np.ndarray]) -> np.ndarray:
-    """The oracle: a running maximum over the window taps."""
+    """The oracle: for every window (enumerated), the max over its taps that fall inside the
+    input (-inf if none), one window at a time."""
     (x,) = xs
-    (kh, kw), (sh, sw), (ph, pw) = geometry(attrs)
+    win = geometry(attrs)
+    (kh, kw), (sh, sw), (top, left, bottom, right), (dh, dw) = (win.kernel, win.stride,
+                                                                 win.pads, win.dilation)
     n, c, h, w = x.shape
-    oh, ow = conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw)
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
-    y = np.full((n, c, oh, ow), -np.inf, dtype=x.dtype)
-    for ky in range(kh):
-        for kx in range(kw):
-            np.maximum(y, xp[:, :, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw],
-                       out=y)
+    ys = window_starts(h, kh, sh, top, bottom, dh, win.ceil)
+    xs_ = window_starts(w, kw, sw, left, right, dw, win.ceil)
+    y = np.full((n, c, len(ys), len(xs_)), -np.inf, dtype=np.float32)
+    for oy, y0 in enumerate(ys):
+        for ox, x0 in enumerate(xs_):
+            rows = [r for r in range(y0, y0 + kh * dh, dh) if 0 <= r < h]
+            cols = [q for q in range(x0, x0 + kw * dw, dw) if 0 <= q < w]
+            if rows and cols:
+                y[:, :, oy, ox] = x[:, :, rows][:, :, :, cols].max(axis=(2, 3))
     return y
 
 
-def cost(attrs: dict, in_shapes: tuple, out_shape: tuple, params: dict, backend: str):
-    """(element maxima, workspace bytes) per sample: the padded copy and, for a large window,
-    the row-pooled intermediate (C, HP, OW)."""
-    (in_shape,) = in_shapes
-    (kh, kw), _, (ph, pw) = geometry(attrs)
-    c, h, w = in_shape
-    _, oh, ow = out_shape
-    padded = c * (h + 2 * ph) * (w + 2 * pw) if ph or pw else 0
-    if kh * kw <= 9:
-        return c * oh * ow * kh * kw, 4 * padded
-    rows = c * (h + 2 * ph) * ow
-    return rows * kw + c * oh * ow * kh, 4 * (padded + rows)
-
-
 def select_kernel(backend: str) -> str:
+    """The separable NumPy kernel on both backends (engine/kernels/pool.py says why)."""
     check_backend(backend)
     return "maxpool2d_nchw"
 
 
+def cost(attrs: dict, in_shapes: tuple, out_shape: tuple, params: dict, backend: str):
+    """(element maxima and copies, workspace bytes) per sample: the -inf-padded copy (when the
+    windows reach outside the input), KH-1 maxima per element of the (C, OH, WP) row maxima,
+    KW-1 per output (a copy when KW is 1); those row maxima (unless they are the output) and
+    the copy are the workspace."""
+    (in_shape,) = in_shapes
+    win = geometry(attrs)
+    (kh, kw) = win.kernel
+    c, h, w = in_shape
+    _, oh, ow = out_shape
+    padded, rows, held = pool_work(c, h, w, oh, ow, win.kernel, win.stride, win.pads,
+                                   win.dilation)
+    return padded + rows * (kh - 1) + c * oh * ow * max(kw - 1, 1), 4 * (padded + held)
+
+
 def build(attrs: dict, params: dict, backend: str) -> Kernel:
-    k, s, p = geometry(attrs)
+    win = geometry(attrs)
     check_params(NAME, params, ())
     name = select_kernel(backend)
+    kernel, stride, pads, dilation = win.kernel, win.stride, win.pads, win.dilation
+    sizes = {}  # (H, W) -> (OH, OW), checked once per input size
 
     def fn(x):
-        return maxpool2d_nchw(x, k, s, p)
+        out = sizes.get(x.shape[2:])
+        if out is None:
+            out = sizes[x.shape[2:]] = win.out_shape(NAME, x.shape[1:])[1:]
+        return maxpool2d_nchw(x, *out, kernel, stride, pads, dilation)
     return Kernel(name, fn)
