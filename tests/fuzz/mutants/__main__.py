@@ -1,0 +1,5 @@
+import sys
+
+from tests.fuzz.mutants.driver import main
+
+sys.exit(main())
