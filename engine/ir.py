@@ -22,8 +22,20 @@ IR_VERSION = 2  # 2: several inputs per node (a DAG) and the mobile op set (docs
 # An input dimension past this is damage (a 16-million-pixel side); it also keeps every size
 # the planner computes from shapes within what a float can print.
 MAX_INPUT_DIM = 1 << 24
-# What version 1 knew: a file that needs no more is stamped 1, so older engines still run it.
-IR_1_OPS = frozenset({"conv2d", "linear", "relu", "maxpool2d", "flatten", "softmax"})
+# What version 1 knew (ops and their attributes): a file that needs no more is stamped 1, so
+# older engines still run it; anything else is stamped 2, so they say "upgrade", not "unknown".
+IR_1_ATTRS = {"conv2d": {"stride", "padding", "dilation", "groups"}, "linear": set(),
+              "relu": set(), "maxpool2d": {"kernel", "stride", "padding"},
+              "flatten": {"start_dim"}, "softmax": {"axis"}}
+
+
+def _ir_1(node: Node) -> bool:
+    known = IR_1_ATTRS.get(node.op)
+    if known is None or len(node.inputs) != 1 or not set(node.attrs) <= known:
+        return False
+    padding = node.attrs.get("padding", 0)
+    return (not (isinstance(padding, list) and len(padding) == 4)
+            and all(node.attrs.get(k, 1) in (1, [1, 1]) for k in ("dilation", "groups")))
 
 
 @dataclass
@@ -173,7 +185,7 @@ class Graph:
 
     def ir_version(self) -> int:
         """The oldest graph IR version that can describe this graph."""
-        if all(n.op in IR_1_OPS and len(n.inputs) == 1 for n in self.nodes):
+        if all(_ir_1(n) for n in self.nodes):
             return 1
         return IR_VERSION
 

@@ -131,3 +131,16 @@ def test_bad_dags_are_refused(with_sum, nodes, reason):
     out = nodes[-1].outputs[0]
     with pytest.raises(ModelError, match=reason):
         plan(Graph(nodes, "x", (2, 3, 3), out, {}), "numpy")
+
+
+@pytest.mark.parametrize("node, version", [
+    (Node("conv2d", "c", ["x"], ["y"], {"stride": 2, "padding": [1, 1]}, {}), 1),
+    (Node("conv2d", "c", ["x"], ["y"], {"groups": 2}, {}), 2),
+    (Node("conv2d", "c", ["x"], ["y"], {"padding": [1, 0, 1, 0]}, {}), 2),
+    (Node("maxpool2d", "p", ["x"], ["y"], {"kernel": 2, "ceil_mode": 1}, {}), 2),
+    (Node("relu6", "r", ["x"], ["y"]), 2),
+    (Node("add", "a", ["x", "x"], ["y"]), 2),
+])
+def test_files_are_stamped_with_the_oldest_ir_that_describes_them(node, version):
+    g = Graph([node], "x", (1, 4, 4), "y", {})
+    assert g.to_metadata()["graph"]["ir_version"] == version
